@@ -48,6 +48,51 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_catalog(args) -> int:
+    """Join catalogues on (plate, mjd, fiber) into one properties table and print the tally."""
+    from .sources import catalogs
+
+    if not (args.gswlc or args.mpajhu or args.specobj):
+        print("give at least one of --gswlc, --mpajhu, --specobj", file=sys.stderr)
+        return 2
+    try:
+        gswlc = [catalogs.read_gswlc(p) for p in args.gswlc or []]
+        mpajhu = catalogs.read_mpajhu(*args.mpajhu) if args.mpajhu else None
+        specobj = catalogs.read_specobj(args.specobj) if args.specobj else None
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for table in gswlc:
+        for line, reason in table.meta.get("rejects", []):
+            print(f"skipped {table.meta.get('source', 'gswlc')} line {line}: {reason}")
+    props, stats = catalogs.catalog_properties(gswlc=gswlc or None, mpajhu=mpajhu, specobj=specobj)
+    props.meta.pop("catalog_stats", None)
+    props.write(args.out, overwrite=True)
+    print(stats.summary())
+    print(f"wrote {len(props)} rows to {args.out}")
+    return 0 if len(props) else 1
+
+
+def _cmd_download(args) -> int:
+    """Select targets from a catalogue and fetch their spec-lite files; print the tally."""
+    from .sources import download
+
+    try:
+        tally = download.download_from_catalog(
+            args.catalog, args.out, zmax=args.zmax, limit=args.limit, base_url=args.base_url,
+            release=args.release, run2d_sdss=args.run2d_sdss, run2d_boss=args.run2d_boss,
+            workers=args.workers, retries=args.retries, timeout=args.timeout, progress=not args.quiet)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for tid, reason in tally.failed:
+        print(f"failed {tid}: {reason}")
+    selection = ", ".join(f"{k} {v}" for k, v in tally.selection.items())
+    print(f"catalogue: {selection}")
+    print(tally.summary())
+    return tally.exit_status(strict=args.strict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -64,6 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was rejected")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("catalog", help="join GSWLC-2 / MPA-JHU / specObj catalogues into a properties table")
+    p.add_argument("--gswlc", nargs="+", metavar="FILE",
+                   help="GSWLC-2 tables in priority order (X2 before M2 before A2)")
+    p.add_argument("--mpajhu", nargs=2, metavar=("GAL_INFO", "GAL_FIBOH"), help="MPA-JHU gal_info and gal_fiboh")
+    p.add_argument("--specobj", metavar="FILE", help="an SDSS specObj table")
+    p.add_argument("--out", required=True, help="output table (FITS or ECSV, by extension)")
+    p.set_defaults(func=_cmd_catalog)
+
+    p = sub.add_parser("download", help="fetch SDSS spec-lite files for a catalogue's galaxies (resumable)")
+    p.add_argument("--catalog", required=True, help="GSWLC-2 table or SDSS specObj FITS table")
+    p.add_argument("--out", required=True, help="folder for the files (one sub-folder per plate)")
+    p.add_argument("--zmax", type=float, default=0.1, help="keep 0 < z < ZMAX (default 0.1)")
+    p.add_argument("--limit", type=int, default=None, help="fetch at most this many targets")
+    p.add_argument("--base-url", default="https://data.sdss.org/sas", help="SAS base URL")
+    p.add_argument("--release", default="dr17", help="data release folder (default dr17)")
+    p.add_argument("--run2d-sdss", default="26", help="run2d of SDSS-I/II plates (default 26)")
+    p.add_argument("--run2d-boss", default="v5_13_2", help="run2d of BOSS/eBOSS plates (default v5_13_2)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent downloads (default 8)")
+    p.add_argument("--retries", type=int, default=5, help="retries of a transient failure (default 5)")
+    p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in s (default 60)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any file is missing (404)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_download)
 
     return parser
 

@@ -1,0 +1,83 @@
+"""The command line: each verb on real files, a real local server, and bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from galvae import __version__
+from galvae.cli import main
+
+from sdss_server import FaultyServer, make_spec_bytes, sas_path
+
+
+def test_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "galvae.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"galvae {__version__}"
+    out = subprocess.run([sys.executable, "-m", "galvae.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for verb in ("inspect", "catalog", "download"):
+        assert verb in out.stdout
+
+
+def test_inspect_real_files(sdss_dir, tmp_path, capsys):
+    from astropy.table import Table
+
+    rc = main(["inspect", str(sdss_dir), "--quiet", "--workers", "1", "--out", str(tmp_path / "t.ecsv")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "read 29 spectra, rejected 1 of 30 files" in out
+    assert "spec-0269-51581-0003.fits: no good pixel" in out
+    table = Table.read(tmp_path / "t.ecsv")
+    assert len(table) == 29 and "0266-51602-0001" in table["id"]
+    assert main(["inspect", str(sdss_dir), "--quiet", "--strict"]) == 1
+
+
+def test_inspect_nothing_readable_is_exit_one(tmp_path, capsys):
+    (tmp_path / "spec-0001-00001-0001.fits").write_text("not fits")
+    assert main(["inspect", str(tmp_path), "--quiet"]) == 1
+    assert "not a FITS file" in capsys.readouterr().out
+
+
+def _gswlc_line(i, plate, mjd, fiber, z, flag_sed=0):
+    cols = [1237648720693755918 + i, 1000 + i, plate, mjd, fiber, 150.0, 2.0, z, 1.1, 10.5, 0.05, 0.3, 0.1,
+            1.2, 0.2, 0.6, 0.1, 0.5, 0.1, flag_sed, 1, 1, 5, 1]
+    return " ".join(str(c) for c in cols)
+
+
+def test_catalog_join(tmp_path, capsys):
+    from astropy.table import Table
+
+    x2 = tmp_path / "GSWLC-X2.dat"
+    m2 = tmp_path / "GSWLC-M2.dat"
+    x2.write_text("\n".join([_gswlc_line(0, 266, 51602, 1, 0.02), _gswlc_line(1, 266, 51602, 2, 0.03, 1)]) + "\n")
+    m2.write_text("\n".join([_gswlc_line(2, 266, 51602, 2, 0.03), _gswlc_line(3, 266, 51602, 3, 0.04),
+                             "this line is broken"]) + "\n")
+    rc = main(["catalog", "--gswlc", str(x2), str(m2), "--out", str(tmp_path / "props.fits")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    props = Table.read(tmp_path / "props.fits")
+    assert list(props["id"]) == ["0266-51602-0001", "0266-51602-0002", "0266-51602-0003"]
+    # key 2 failed in X2 but fitted in M2: the successful fit wins
+    assert props["logmstar"][1] == pytest.approx(10.5)
+    assert "1 duplicates dropped" in out and "line 3" in out
+
+
+def test_catalog_needs_an_input(capsys, tmp_path):
+    assert main(["catalog", "--out", str(tmp_path / "p.fits")]) == 2
+
+
+def test_download_verb_against_local_server(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    good = {sas_path(266, 51602, f): make_spec_bytes(266, 51602, f) for f in (1, 2)}
+    catalog = tmp_path / "GSWLC-X2.dat"
+    catalog.write_text("\n".join(_gswlc_line(f, 266, 51602, f, 0.05) for f in (1, 2, 3)) + "\n")
+    with FaultyServer(good, {sas_path(266, 51602, 1): ["500"]}) as server:
+        rc = main(["download", "--catalog", str(catalog), "--out", str(tmp_path / "out"), "--quiet",
+                   "--base-url", server.base_url, "--retries", "2", "--timeout", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0  # a 404 alone is not a failure
+    assert "2 downloaded" in out and "1 missing" in out
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        "spec-0266-51602-0001.fits", "spec-0266-51602-0002.fits"]
+    assert main(["download", "--catalog", str(tmp_path / "nope.dat"), "--out", str(tmp_path / "o2")]) == 2
