@@ -93,6 +93,23 @@ def _cmd_download(args) -> int:
     return tally.exit_status(strict=args.strict)
 
 
+def _cmd_mock(args) -> int:
+    """Make (or find, cached by configuration) a bagpipes mock survey in SDSS formats."""
+    from .sources.mock import make_mock_survey
+
+    try:
+        survey = make_mock_survey(
+            args.out, n=args.n, seed=args.seed, vary=args.vary, workers=args.workers, zmin=args.zmin,
+            zmax=args.zmax, flux_limit=None if args.no_flux_limit else args.flux_limit, progress=not args.quiet)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    state = "found (cached)" if survey.from_cache else "made"
+    print(f"{state} {len(survey.paths)} mock spectra in {Path(args.out) / 'spectra'}")
+    print(f"catalogue (GSWLC-2 format): {survey.catalog_path}\ntruth table: {survey.truth_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -133,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if any file is missing (404)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("mock", help="make a bagpipes mock survey: SDSS spec-lite files, a GSWLC-2 catalogue, truth")
+    p.add_argument("--n", type=int, default=1000, help="number of galaxies (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--vary", default=None,
+                   help="comma-separated generating parameters allowed to vary (others fixed): "
+                        "logmstar,z,logssfr,age,logzsol,a_v,logu,vdisp; default: all")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--zmin", type=float, default=0.01)
+    p.add_argument("--zmax", type=float, default=0.1)
+    p.add_argument("--flux-limit", type=float, default=17.77, help="Petrosian r limit (default 17.77)")
+    p.add_argument("--no-flux-limit", action="store_true", help="draw without a flux limit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_mock)
 
     return parser
 

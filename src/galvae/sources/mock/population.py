@@ -1,0 +1,317 @@
+"""The mock galaxy population: who is in the survey, before any spectrum is made.
+
+Every galaxy's generating parameters are drawn from its own random stream, seeded by
+``(seed, index, 0)``, so galaxy *i* is the same whatever the survey size or the number of workers.
+Parameters are drawn in a fixed order, each conditional on the ones before (mass and redshift
+first, together, through the SDSS flux limit):
+
+=============  =====================================================================================
+``logmstar``   log10 surviving stellar mass / Msun. Double-Schechter stellar-mass function (Baldry et
+``z``          al. 2012, GAMA) times dV/dz (flat ΛCDM, H0 = 70, Ωm = 0.3, as GSWLC and bagpipes), kept
+               when the galaxy is brighter than the SDSS main-sample limit r = 17.77 (r-band M/L
+               rising with mass, 0.15 dex scatter). Range 8.5–11.8, zmin < z < zmax.
+``logssfr``    log10 sSFR / yr⁻¹ averaged over 100 Myr. Quiescent with probability rising from 6 % at
+               10^9 to 72 % at 10^11 Msun; star-forming main sequence (Renzini & Peng 2015 slope,
+               flattening above 10^10.5, 0.3 dex scatter) or quiescent cloud (−11.9, 0.4 dex); up to
+               10 % (where both populations are common) in the green valley, −11.4 to −10.6.
+               ``quiescent`` means log sSFR < −11.
+``age``        Gyr since star formation began (delayed-τ SFH, ψ ∝ t e^(−t/τ)); older for massive and
+               quiescent galaxies; τ is then solved so that the SFH has exactly this sSFR.
+``logzsol``    log10 Z*/Zsun (stars and gas share it, as in bagpipes): mass–metallicity relation of
+               Gallazzi et al. (2005) shape, scatter 0.3 dex at 10^9 shrinking to 0.1 dex.
+``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
+               and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
+               stars and nebular lines see twice as much (bagpipes ``eta`` = 2).
+``logu``       log10 ionisation parameter of the nebular emission, lower at high metallicity.
+``vdisp``      stellar velocity dispersion, km/s: σ ∝ M^0.29 (100 km/s at 10^10 Msun), gas σ = 0.65 σ*.
+=============  =====================================================================================
+
+Observing conditions (fibre aperture fraction, sky position) are drawn here too but are nuisance
+parameters, never fixed by ``vary``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+#: Generating parameters in the order they are drawn; ``vary`` picks a subset.
+GENERATING_PARAMETERS = ("logmstar", "z", "logssfr", "age", "logzsol", "a_v", "logu", "vdisp")
+
+#: Values of the parameters that ``vary`` leaves out (a typical star-forming disc near the knee).
+TYPICAL_VALUES = {
+    "logmstar": 10.4, "z": 0.06, "logssfr": -10.1, "age": 7.0, "logzsol": -0.05,
+    "a_v": 0.5, "logu": -3.05, "vdisp": 120.0,
+}  # fmt: skip
+
+#: Truth-table columns that each generating parameter drives (the others stay constant when it is fixed).
+DRIVEN_COLUMNS = {
+    "logmstar": ("logmstar",),
+    "z": ("z",),
+    "logssfr": ("logssfr", "logsfr", "tau", "mwage"),
+    "age": ("age", "tau", "mwage"),
+    "logzsol": ("logzsol", "metallicity"),
+    "a_v": ("a_v", "a_b"),
+    "logu": ("logu",),
+    "vdisp": ("vdisp", "vdisp_gas"),
+}
+
+LOGM_RANGE = (8.5, 11.8)
+QUIESCENT_BELOW = -11.0  # log sSFR / yr⁻¹ under which a galaxy counts as quiescent
+GREEN_VALLEY_PEAK = 0.1  # largest fraction of galaxies drawn between the two populations
+R_LIMIT = 17.77  # SDSS main galaxy sample, Petrosian r
+FIBER_RADIUS_ARCSEC = 1.5
+H0, OM0 = 70.0, 0.3
+
+
+def population_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of galaxy ``index``'s generating parameters."""
+    return np.random.default_rng([int(seed), int(index), 0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Cosmology tables (cached: astropy is slow per call, and every galaxy needs these)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CosmoTable:
+    """Distances on a fine redshift grid: z, luminosity distance (Mpc), dV/dz (arbitrary), age (Gyr)."""
+
+    z: np.ndarray
+    d_l: np.ndarray
+    dvdz_cdf: np.ndarray
+    age: np.ndarray
+
+    def luminosity_distance(self, z):
+        return np.interp(z, self.z, self.d_l)
+
+    def age_at(self, z):
+        return np.interp(z, self.z, self.age)
+
+
+@lru_cache(maxsize=8)
+def cosmo_table(zmin: float, zmax: float) -> CosmoTable:
+    """Cosmology on ``zmin ≤ z ≤ zmax`` (flat ΛCDM, H0 = 70, Ωm = 0.3: GSWLC's and bagpipes')."""
+    from astropy.cosmology import FlatLambdaCDM
+
+    cosmo = FlatLambdaCDM(H0=H0, Om0=OM0)
+    z = np.linspace(zmin, zmax, 2001)
+    d_l = cosmo.luminosity_distance(z).to_value("Mpc")
+    dvdz = cosmo.differential_comoving_volume(z).value
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dvdz[1:] + dvdz[:-1]) * np.diff(z))])
+    return CosmoTable(z=z, d_l=d_l, dvdz_cdf=cdf / cdf[-1], age=cosmo.age(z).to_value("Gyr"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Scaling relations (medians); each returns the value for given parents
+# ------------------------------------------------------------------------------------------------
+
+
+def mass_function(logm):
+    """Double-Schechter stellar-mass function, Mpc⁻³ dex⁻¹ (Baldry et al. 2012, h = 0.7)."""
+    x = 10.0 ** (np.asarray(logm) - 10.66)
+    return np.log(10) * np.exp(-x) * (3.96e-3 * x ** (1 - 0.35) + 0.79e-3 * x ** (1 - 1.47))
+
+
+def absolute_r(logm, ml_offset=0.0):
+    """Absolute r magnitude (AB) of a galaxy of stellar mass 10^logm; M/L_r rises with mass."""
+    log_ml = 0.25 + 0.1 * (np.asarray(logm) - 10.0) + ml_offset
+    return 4.65 - 2.5 * (np.asarray(logm) - log_ml)
+
+
+def quiescent_fraction(logm):
+    """Fraction of quiescent galaxies at stellar mass 10^logm."""
+    return 0.05 + 0.85 / (1.0 + np.exp(-(np.asarray(logm) - 10.55) / 0.35))
+
+
+def main_sequence_logssfr(logm):
+    """Median log sSFR (yr⁻¹) of the star-forming main sequence, flattening above 10^10.5."""
+    logm = np.asarray(logm)
+    return -10.0 - 0.24 * (logm - 10.0) - 0.25 * np.clip(logm - 10.5, 0.0, None)
+
+
+def quiescent_logssfr(logm):
+    """Median log sSFR (yr⁻¹) of quiescent galaxies."""
+    return -11.9 - 0.1 * (np.asarray(logm) - 10.5)
+
+
+def median_logzsol(logm, quiescent=False):
+    """Median log Z*/Zsun at 10^logm (Gallazzi et al. 2005 shape; quiescent +0.08 dex)."""
+    return 0.1 - 0.75 / (1.0 + np.exp((np.asarray(logm) - 9.7) / 0.45)) + 0.08 * quiescent
+
+
+def median_a_v(logm, logsfr):
+    """Median Calzetti A_V (mag) given stellar mass and SFR (rising with both)."""
+    return np.clip(0.5 + 0.2 * np.asarray(logsfr) + 0.15 * (np.asarray(logm) - 10.0), 0.08, 1.5)
+
+
+def median_logu(logzsol):
+    """Median log ionisation parameter; more metal-rich H II regions are less ionised."""
+    return -3.1 - 0.5 * np.asarray(logzsol)
+
+
+def median_log_vdisp(logm, quiescent=False):
+    """Median log10 stellar velocity dispersion (km/s)."""
+    return 2.0 + 0.29 * (np.asarray(logm) - 10.0) + 0.05 * quiescent
+
+
+def median_age(logm, quiescent: bool):
+    """Median Gyr since star formation began: older for massive and quiescent galaxies."""
+    if quiescent:
+        return 9.5 + 1.0 * (logm - 10.5)
+    return 4.5 + 2.0 * (logm - 9.0)
+
+
+def max_age_for_logssfr(logssfr: float) -> float:
+    """Oldest delayed-τ SFH (Gyr) that can still reach this sSFR.
+
+    As τ → ∞ the SFH is ψ ∝ t, so sSFR → 2/(age·f_live); f_live ≈ 0.6 is the surviving fraction.
+    """
+    return 0.95 * 2.0 / (10.0 ** logssfr * 0.6) / 1e9
+
+
+# ------------------------------------------------------------------------------------------------
+# Drawing one galaxy
+# ------------------------------------------------------------------------------------------------
+
+
+def _draw_z(rng, table: CosmoTable, size):
+    """Redshifts with density ∝ dV/dz on the table's range."""
+    return np.interp(rng.random(size), table.dvdz_cdf, table.z)
+
+
+def _draw_mass_and_z(rng, table: CosmoTable, fixed: dict, flux_limit: float | None):
+    """(logmstar, z): stellar-mass function × volume, kept if brighter than the flux limit."""
+    vary_m, vary_z = "logmstar" not in fixed, "z" not in fixed
+    if not vary_m and not vary_z:
+        return fixed["logmstar"], fixed["z"]
+    phi_max = mass_function(LOGM_RANGE[0])
+    for _ in range(200):
+        size = 256
+        logm = rng.uniform(*LOGM_RANGE, size) if vary_m else np.full(size, fixed["logmstar"])
+        z = _draw_z(rng, table, size) if vary_z else np.full(size, fixed["z"])
+        keep = rng.random(size) < (mass_function(logm) / phi_max if vary_m else 1.0)
+        if flux_limit is not None:
+            dist_mod = 5.0 * np.log10(table.luminosity_distance(z) * 1e5)
+            m_r = absolute_r(logm, rng.normal(0.0, 0.15, size)) + dist_mod
+            keep &= m_r < flux_limit
+        hit = np.flatnonzero(keep)
+        if hit.size:
+            return float(logm[hit[0]]), float(z[hit[0]])
+    # A fixed mass too faint to be seen anywhere in the range: ignore the flux limit.
+    return _draw_mass_and_z(rng, table, fixed, None)
+
+
+def _truncated_normal(rng, mean, sigma, low, high):
+    """One draw of N(mean, sigma) restricted to [low, high] (resampling, then clipping)."""
+    for _ in range(50):
+        x = rng.normal(mean, sigma)
+        if low <= x <= high:
+            return float(x)
+    return float(np.clip(mean, low, high))
+
+
+def fiber_fraction(logm, z, d_l_mpc, size_offset_dex, seeing_fwhm=1.4):
+    """Fraction of the galaxy's light inside the 3″ SDSS fibre.
+
+    Exponential profile with half-light radius log R_e/kpc = 0.6 + 0.2 (log M − 10.5) (+ scatter; Shen
+    et al. 2003 late types),
+    blurred by the seeing; enclosed light 1 − (1 + x) e^(−x), x = 1.678 r_fibre / R_e.
+    """
+    r_e_kpc = 10.0 ** (0.6 + 0.2 * (logm - 10.5) + size_offset_dex)
+    d_a_kpc = d_l_mpc * 1e3 / (1.0 + z) ** 2
+    theta_e = r_e_kpc / d_a_kpc * 206264.8
+    theta = math.hypot(theta_e, 0.5 * seeing_fwhm)
+    x = 1.678 * FIBER_RADIUS_ARCSEC / theta
+    return float(np.clip(1.0 - (1.0 + x) * math.exp(-x), 0.03, 0.95))
+
+
+def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
+                flux_limit: float | None = R_LIMIT) -> dict:
+    """Generating parameters of galaxy ``index``; ``fixed`` maps parameter names to pinned values.
+
+    Returns a dict with every name of :data:`GENERATING_PARAMETERS` plus ``quiescent``,
+    ``vdisp_gas`` (km/s), ``fiber_frac`` and ``ra``/``dec`` offsets from the plate centre (deg).
+    """
+    rng = population_stream(seed, index)
+    table = cosmo_table(float(zmin), float(zmax))
+    p: dict = {}
+    p["logmstar"], p["z"] = _draw_mass_and_z(rng, table, fixed, flux_limit)
+    logm = p["logmstar"]
+
+    if "logssfr" in fixed:
+        p["logssfr"] = fixed["logssfr"]
+    else:
+        f_q = float(quiescent_fraction(logm))
+        u = rng.random()
+        if u < GREEN_VALLEY_PEAK * 4.0 * f_q * (1.0 - f_q):  # leaving the main sequence
+            p["logssfr"] = float(rng.uniform(-11.4, -10.6))
+        elif rng.random() < f_q:
+            p["logssfr"] = _truncated_normal(rng, quiescent_logssfr(logm), 0.4, -13.0, -10.6)
+        else:
+            p["logssfr"] = _truncated_normal(rng, main_sequence_logssfr(logm), 0.3, -11.3, -8.8)
+    p["quiescent"] = bool(p["logssfr"] < QUIESCENT_BELOW)
+    quiescent = p["quiescent"]
+
+    universe_age = float(table.age_at(p["z"]))
+    oldest = min(universe_age - 0.3, max_age_for_logssfr(p["logssfr"]))
+    if "age" in fixed:
+        p["age"] = fixed["age"]
+    else:
+        spread = 1.5 if quiescent else 2.0
+        p["age"] = _truncated_normal(rng, median_age(logm, quiescent), spread, 1.0, max(oldest, 1.0))
+
+    if "logzsol" in fixed:
+        p["logzsol"] = fixed["logzsol"]
+    else:
+        scatter = float(np.clip(0.3 - 0.1 * (logm - 9.0), 0.1, 0.3))
+        p["logzsol"] = _truncated_normal(rng, median_logzsol(logm, quiescent), scatter, -1.3, 0.35)
+
+    if "a_v" in fixed:
+        p["a_v"] = fixed["a_v"]
+    else:
+        mean = median_a_v(logm, p["logssfr"] + logm)
+        p["a_v"] = float(np.clip(mean * 10.0 ** rng.normal(0.0, 0.2), 0.0, 3.0))
+
+    if "logu" in fixed:
+        p["logu"] = fixed["logu"]
+    else:
+        p["logu"] = _truncated_normal(rng, median_logu(p["logzsol"]), 0.25, -3.9, -1.6)
+
+    if "vdisp" in fixed:
+        p["vdisp"] = fixed["vdisp"]
+    else:
+        p["vdisp"] = float(np.clip(10.0 ** rng.normal(median_log_vdisp(logm, quiescent), 0.07), 30.0, 400.0))
+    p["vdisp_gas"] = max(25.0, 0.65 * p["vdisp"])
+
+    # Nuisances: always drawn, never fixed (they change amplitude or position, not the galaxy).
+    size_offset = rng.normal(0.0, 0.15)
+    p["fiber_frac"] = fiber_fraction(logm, p["z"], float(table.luminosity_distance(p["z"])), size_offset)
+    radius = 1.49 * math.sqrt(rng.random())
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    p["dra"], p["ddec"] = radius * math.cos(angle), radius * math.sin(angle)
+    return p
+
+
+def typical_values(vary, overrides: dict | None = None) -> dict:
+    """The pinned values for the parameters that ``vary`` leaves out (``vary=None``: none pinned)."""
+    if vary is None:
+        return {}
+    values = dict(TYPICAL_VALUES, **(overrides or {}))
+    return {name: values[name] for name in GENERATING_PARAMETERS if name not in vary}
+
+
+def check_vary(vary) -> tuple[str, ...] | None:
+    """``vary`` as a sorted tuple in generation order; ValueError for unknown names."""
+    if vary is None:
+        return None
+    if isinstance(vary, str):
+        vary = [v for v in vary.replace(",", " ").split() if v]
+    unknown = sorted(set(vary) - set(GENERATING_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown generating parameter(s) {unknown}; choose from {GENERATING_PARAMETERS}")
+    return tuple(name for name in GENERATING_PARAMETERS if name in set(vary))

@@ -1,0 +1,393 @@
+"""Make a mock survey: population → bagpipes spectra → SDSS-like observation → files.
+
+Output folder::
+
+    DIR/spectra/spec-PPPPP-MMMMM-FFFF.fits   one SDSS spec-lite file per galaxy
+    DIR/GSWLC-mock.dat                        GSWLC-2-format catalogue (noisy properties)
+    DIR/truth.fits                            true properties (see write.TRUTH_COLUMNS)
+    DIR/mock.json                             configuration, its hash, counts, timings
+
+A rerun with the same configuration finds ``mock.json`` and returns at once; with another
+configuration the previous mock's files are removed and a new one is made. An interrupted run
+resumes: finished galaxies are kept (their truth rows are journalled as they finish).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import observe as obs_mod
+from . import population as pop
+from . import write as wr
+from .render import MASSFORMED
+
+log = logging.getLogger(__name__)
+
+#: Bump when the same configuration would give different files.
+GENERATOR_VERSION = 1
+SPECTRA_DIR = "spectra"
+CATALOG_NAME = "GSWLC-mock.dat"
+TRUTH_NAME = "truth.fits"
+MANIFEST_NAME = "mock.json"
+JOURNAL_NAME = ".mock-journal.jsonl"
+SOLAR_OH = 8.69  # 12 + log10(O/H) of the Sun (Asplund et al. 2009)
+
+
+def _source_hash() -> str:
+    """Hash of this package's code: a changed generator never reuses an old cache."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    """Everything that decides the mock's content (not how fast it is made)."""
+
+    n: int
+    seed: int
+    vary: tuple | None
+    zmin: float
+    zmax: float
+    flux_limit: float | None
+
+    def fingerprint(self) -> dict:
+        """The configuration plus the versions of what generates it."""
+        import importlib.metadata as md
+
+        return {
+            **asdict(self), "vary": list(self.vary) if self.vary is not None else None,
+            "generator_version": GENERATOR_VERSION, "generator_source": _source_hash(),
+            "bagpipes": md.version("bagpipes"),
+            "instrument_templates": hashlib.sha256(obs_mod.TEMPLATE_FILE.read_bytes()).hexdigest()[:16],
+        }
+
+    def digest(self) -> str:
+        """Short hash of :meth:`fingerprint` (names the cache)."""
+        text = json.dumps(self.fingerprint(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class MockSurvey:
+    """A mock survey on disk: its spectrum files (in galaxy order), truth table and catalogue."""
+
+    out_dir: Path
+    paths: list
+    truth: object  # astropy Table
+    truth_path: Path
+    catalog_path: Path
+    config: MockConfig
+    config_hash: str
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker side: one bagpipes model per process
+# ------------------------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(zmin: float, zmax: float) -> None:
+    """Build this process's bagpipes model and load the instrument (once per process and zmax)."""
+    if _WORKER.get("key") == (zmin, zmax):
+        return
+    from .render import Renderer
+
+    edges = obs_mod.master_edges()
+    renderer = Renderer((edges[0], edges[-1]), zmax)
+    _WORKER.update(key=(zmin, zmax), renderer=renderer, templates=obs_mod.load_instrument_templates(),
+                   cosmo=pop.cosmo_table(zmin, zmax))
+
+
+def _subclass(ew_halpha: float, logssfr: float) -> str:
+    """SDSS-like SUBCLASS: STARBURST for EW(Hα) > 50 Å, STARFORMING for clear Hα emission."""
+    if ew_halpha > 50.0:
+        return "STARBURST"
+    if ew_halpha > 3.0 and logssfr > -11.0:
+        return "STARFORMING"
+    return ""
+
+
+def _measurements(rng, z: float, vdisp: float, sn: float) -> dict:
+    """What the SDSS pipeline would report: redshift and dispersion with errors, reduced χ²."""
+    sn = max(sn, 1.0)
+    z_err = 8e-6 + 1.5e-4 / sn
+    vdisp_err = 5.0 + 0.04 * vdisp + 300.0 / sn
+    return {
+        "z_obs": z + rng.normal(0.0, z_err), "z_err": z_err,
+        "vdisp_obs": max(vdisp + rng.normal(0.0, vdisp_err), 0.0), "vdisp_err": vdisp_err,
+        "rchi2": 1.0 + abs(rng.normal(0.0, 0.1)),
+    }
+
+
+def _observe_galaxy(p: dict, rng):
+    """(observed arrays, noiseless continuum on the master grid, bagpipes spectrum, τ, flux scale)."""
+    renderer, templates = _WORKER["renderer"], _WORKER["templates"]
+    z = p["z"]
+    tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
+    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"])
+    d_l = float(_WORKER["cosmo"].luminosity_distance(z))
+    # bagpipes made 10^MASSFORMED Msun of stars; we want logmstar surviving, seen through the fibre.
+    scale = (10.0 ** (p["logmstar"] - rest.logmstar) * renderer.luminosity_distance_correction(z, d_l)
+             * p["fiber_frac"] * 1e17)
+    wdisp = templates.wdisp * (1.0 + rng.normal(0.0, templates.wdisp_sigma))
+    model, continuum = obs_mod.observed_model(rest.wave, rest.flux * scale, rest.line_wave, rest.line_flux * scale,
+                                              z, p["vdisp"], p["vdisp_gas"], wdisp)
+    return obs_mod.observe(model, rng, templates, wdisp), continuum, rest, tau, scale
+
+
+def _ew_halpha(rest, continuum, z: float, scale: float) -> float:
+    """True rest-frame EW of Hα (Å) against the noiseless continuum."""
+    ha = _WORKER["renderer"].halpha_index
+    cont = float(np.interp(rest.line_wave[ha] * (1.0 + z), 10.0 ** obs_mod.master_loglam(), continuum))
+    return float(rest.line_flux[ha] * scale / max(cont, 1e-30) / (1.0 + z))
+
+
+def _truth_row(record: dict, p: dict, rest, tau: float, observed, ew_halpha: float) -> dict:
+    renderer = _WORKER["renderer"]
+    plate, mjd, fiber = record["plate"], record["mjd"], record["fiber"]
+    logsfr = float(np.log10(max(rest.sfr, 1e-300))) + p["logmstar"] - rest.logmstar
+    return {
+        "index": record["index"], "plate": plate, "mjd": mjd, "fiber": fiber,
+        "id": f"{plate:04d}-{mjd:05d}-{fiber:04d}", "specobjid": str(wr.specobjid(plate, mjd, fiber)),
+        "filename": f"{SPECTRA_DIR}/{record['filename']}", "ra": record["ra"], "dec": record["dec"],
+        "z": p["z"], "logmstar": p["logmstar"], "logmformed": p["logmstar"] - rest.logmstar + MASSFORMED,
+        "logsfr": logsfr, "logssfr": logsfr - p["logmstar"], "logzsol": p["logzsol"],
+        "metallicity": SOLAR_OH + p["logzsol"], "mwage": rest.mwage, "age": p["age"], "tau": tau,
+        "a_v": p["a_v"], "a_b": p["a_v"] * renderer.a_b_per_a_v, "a_fuv": p["a_v"] * renderer.a_fuv_per_a_v,
+        "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "logu": p["logu"], "quiescent": p["quiescent"],
+        "fiber_frac": p["fiber_frac"], "sn_median": observed.sn_median, "depth": observed.depth,
+        "ew_halpha": ew_halpha, "subclass": _subclass(ew_halpha, logsfr - p["logmstar"]),
+    }
+
+
+def make_galaxy(record: dict, spectra_dir: str) -> dict:
+    """Render, observe and write one galaxy; returns its truth row. Needs :func:`_init_worker` first."""
+    p = record["params"]
+    rng = obs_mod.observation_stream(record["seed"], record["index"])
+    observed, continuum, rest, tau, scale = _observe_galaxy(p, rng)
+    measured = _measurements(rng, p["z"], p["vdisp"], observed.sn_median)
+    row = _truth_row(record, p, rest, tau, observed, _ew_halpha(rest, continuum, p["z"], scale))
+    meta = {**record, **measured, "subclass": row["subclass"], "objid": wr.OBJID_BASE + record["index"]}
+    wr.write_spec_lite(Path(spectra_dir) / record["filename"], meta, observed)
+    return row
+
+
+def _make_chunk(indices: list, cfg: "MockConfig", spectra_dir: str) -> list:
+    """Truth rows of the galaxies ``indices``, whose files this call writes (runs in a worker)."""
+    _init_worker(cfg.zmin, cfg.zmax)
+    return [make_galaxy(r, spectra_dir) for r in _records(cfg, indices)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Main process
+# ------------------------------------------------------------------------------------------------
+
+
+def _records(cfg: MockConfig, indices) -> list:
+    """Population draws and identifiers of the galaxies ``indices``."""
+    fixed = pop.typical_values(cfg.vary)
+    out = []
+    for i in indices:
+        p = pop.draw_galaxy(cfg.seed, i, fixed, cfg.zmin, cfg.zmax, cfg.flux_limit)
+        plate, mjd, fiber = wr.plate_mjd_fiber(i)
+        ra0, dec0 = wr.plate_centre(plate)
+        dec = dec0 + p["ddec"]
+        ra = (ra0 + p["dra"] / max(math.cos(math.radians(dec)), 0.1)) % 360.0
+        out.append({"index": i, "seed": cfg.seed, "params": p, "plate": plate, "mjd": mjd, "fiber": fiber,
+                    "ra": ra, "dec": dec, "filename": wr.spec_filename(plate, mjd, fiber)})
+    return out
+
+
+def _read_manifest(out_dir: Path) -> dict | None:
+    path = out_dir / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("%s is unreadable; the mock will be made again", path)
+        return {}
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> None:
+    path = out_dir / MANIFEST_NAME
+    wr.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+
+
+def _remove_previous(out_dir: Path, manifest: dict) -> None:
+    """Delete the files of a previous mock in ``out_dir`` (only those it made)."""
+    removed = 0
+    for name in manifest.get("files", []) + [TRUTH_NAME, CATALOG_NAME, JOURNAL_NAME, MANIFEST_NAME]:
+        path = out_dir / name
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    spectra = out_dir / SPECTRA_DIR
+    for path in spectra.glob("spec-*.fits") if spectra.is_dir() else []:
+        path.unlink()  # a journalled run stopped before its manifest listed its files
+        removed += 1
+    log.info("removed %d files of the previous mock in %s", removed, out_dir)
+
+
+def _journal(out_dir: Path):
+    """Truth rows journalled so far (by finished chunks of this or an interrupted run), in file order."""
+    path = out_dir / JOURNAL_NAME
+    if not path.exists():
+        return
+    with open(path) as fh:
+        for line in fh:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue  # a line cut by an interruption
+
+
+def _cached_survey(out_dir: Path, cfg: MockConfig, digest: str, manifest: dict) -> MockSurvey | None:
+    from astropy.table import Table
+
+    paths = [out_dir / f for f in manifest.get("files", [])]
+    truth_path, catalog_path = out_dir / TRUTH_NAME, out_dir / CATALOG_NAME
+    present = truth_path.exists() and catalog_path.exists() and all(p.exists() for p in paths)
+    if not (manifest.get("complete") and present):
+        return None
+    truth = Table.read(truth_path, mask_invalid=False)  # keep empty SUBCLASS strings as ''
+    return MockSurvey(out_dir, paths, truth, truth_path, catalog_path, cfg, digest, from_cache=True)
+
+
+def _run_pool(chunks: list, spectra_dir: Path, cfg: MockConfig, workers: int, on_rows) -> None:
+    """Make the chunks of galaxy indices, in this process or in ``workers`` processes."""
+    if workers == 1:
+        for chunk in chunks:
+            on_rows(_make_chunk(chunk, cfg, str(spectra_dir)))
+        return
+    # spawn: a clean interpreter per worker (safe when the parent has threads, e.g. torch loaded).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(cfg.zmin, cfg.zmax)) as pool:
+        futures = [pool.submit(_make_chunk, chunk, cfg, str(spectra_dir)) for chunk in chunks]
+        for future in as_completed(futures):
+            on_rows(future.result())
+
+
+def _finish(out_dir: Path, cfg: MockConfig, digest: str, workers: int, seconds: float) -> MockSurvey:
+    """Catalogue, truth table and manifest from the journal; the journal is then removed."""
+    columns = wr.TruthColumns(cfg.n)
+    catalogue = [""] * cfg.n
+    for row in _journal(out_dir):  # streamed: a large survey's rows never sit in memory as dicts
+        if row["index"] < cfg.n:
+            columns.add(row)
+            catalogue[row["index"]] = wr.gswlc_line(wr.gswlc_row(cfg.seed, row))
+    wr.write_gswlc(out_dir / CATALOG_NAME, catalogue)
+    meta = {"MOCKHASH": digest, "SEED": cfg.seed, "NGAL": cfg.n, "ZMIN": cfg.zmin, "ZMAX": cfg.zmax,
+            "VARY": ",".join(cfg.vary) if cfg.vary is not None else "ALL", "GENVER": GENERATOR_VERSION}
+    truth = columns.table(meta)
+    wr.write_truth(out_dir / TRUTH_NAME, truth)
+    files = list(truth["filename"])
+    _write_manifest(out_dir, {"hash": digest, "config": cfg.fingerprint(), "complete": True, "files": files,
+                              "n": cfg.n, "seconds": round(seconds, 2), "workers": workers})
+    (out_dir / JOURNAL_NAME).unlink(missing_ok=True)
+    return MockSurvey(out_dir, [out_dir / f for f in files], truth, out_dir / TRUTH_NAME, out_dir / CATALOG_NAME,
+                      cfg, digest, from_cache=False)
+
+
+def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: int | None = None,
+                     zmin: float = 0.01, zmax: float = 0.1, flux_limit: float | None = pop.R_LIMIT,
+                     progress: bool = True, chunk_size: int | None = None) -> MockSurvey:
+    """Make (or find) a mock SDSS × GSWLC survey of ``n`` galaxies in ``out_dir``.
+
+    Parameters (CLI: ``galvae mock --n N --seed S --out DIR [--vary NAMES] [--workers W]
+    [--zmin Z] [--zmax Z] [--flux-limit R | --no-flux-limit] [--no-progress]``):
+
+    out_dir
+        Folder for ``spectra/``, ``GSWLC-mock.dat``, ``truth.fits`` and ``mock.json``.
+    n, seed
+        Number of galaxies; the seed of everything (galaxy i uses streams seeded by (seed, i), so the
+        result does not depend on ``workers`` and the first k galaxies do not depend on ``n``).
+    vary
+        ``None``: every generating parameter follows the population. Otherwise the names (sequence or
+        comma-separated string) of the parameters allowed to vary, among ``logmstar, z, logssfr, age,
+        logzsol, a_v, logu, vdisp`` (see :mod:`.population`); the others are pinned to
+        :data:`~.population.TYPICAL_VALUES`, so the spectra span a known number of dimensions (plus
+        noise, sky, fibre aperture and masks, which always vary).
+    workers
+        Processes (``None``: one per core; 1: in this process). Workers are *spawned* (fresh
+        interpreters), so a script calling this with workers > 1 needs the usual
+        ``if __name__ == "__main__":`` guard; each builds its bagpipes model once (~3 s).
+    zmin, zmax
+        Redshift range (0 < zmin < zmax ≤ 0.3).
+    flux_limit
+        SDSS main-sample limit (Petrosian r) applied when drawing mass and redshift; ``None``: none.
+    progress
+        Show a tqdm progress bar.
+
+    Returns a :class:`MockSurvey`. Rerunning with the same configuration returns the files already
+    there at once (``from_cache=True``); another configuration replaces them.
+    """
+    from tqdm.auto import tqdm
+
+    n, seed = int(n), int(seed)
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    if not 0.0 < zmin < zmax <= 0.3:
+        raise ValueError(f"need 0 < zmin < zmax <= 0.3, got zmin={zmin}, zmax={zmax}")
+    cfg = MockConfig(n=n, seed=seed, vary=pop.check_vary(vary), zmin=float(zmin), zmax=float(zmax),
+                     flux_limit=None if flux_limit is None else float(flux_limit))
+    digest = cfg.digest()
+    out_dir = Path(out_dir)
+    spectra_dir = out_dir / SPECTRA_DIR
+
+    manifest = _read_manifest(out_dir)
+    if manifest is not None and manifest.get("hash") == digest:
+        cached = _cached_survey(out_dir, cfg, digest, manifest)
+        if cached is not None:
+            log.info("mock survey %s already in %s (%d spectra)", digest, out_dir, len(cached))
+            return cached
+    elif manifest is not None:
+        log.warning("%s holds a mock with another configuration: replacing it", out_dir)
+        _remove_previous(out_dir, manifest)
+    elif spectra_dir.is_dir() and any(spectra_dir.glob("spec-*.fits")):
+        raise FileExistsError(f"{spectra_dir} holds spectra that galvae mock did not make; choose another folder")
+
+    t0 = time.perf_counter()
+    spectra_dir.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out_dir, {"hash": digest, "config": cfg.fingerprint(), "complete": False})
+    done = {r["index"] for r in _journal(out_dir) if r["index"] < n and (out_dir / r["filename"]).exists()}
+    pending = [i for i in range(n) if i not in done]
+    if done:
+        log.info("resuming: %d of %d galaxies already made", len(done), n)
+
+    workers = max(1, min(int(workers or os.cpu_count() or 1), max(len(pending), 1)))
+    chunk_size = int(chunk_size or max(1, min(32, math.ceil(len(pending) / (workers * 8)))))
+    chunks = [pending[i:i + chunk_size] for i in range(0, len(pending), chunk_size)]
+    bar = tqdm(total=n, initial=len(done), unit="spec", desc="mock", disable=not progress)
+    with open(out_dir / JOURNAL_NAME, "a") as journal:
+        def on_rows(rows):
+            journal.write("".join(json.dumps(row) + "\n" for row in rows))
+            journal.flush()
+            bar.update(len(rows))
+
+        _run_pool(chunks, spectra_dir, cfg, workers, on_rows)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    survey = _finish(out_dir, cfg, digest, workers, elapsed)
+    log.info("mock survey %s: %d spectra made in %.1f s (%.1f /s, %d workers) in %s",
+             digest, len(pending), elapsed, len(pending) / max(elapsed, 1e-9), workers, out_dir)
+    return survey

@@ -1,0 +1,378 @@
+"""Files of the mock survey, in the formats of the real products.
+
+- one ``spec-PPPPP-MMMMM-FFFF.fits`` per galaxy, laid out like an SDSS DR8+ spec-lite file of
+  SDSS-I/II: PRIMARY (header only), ``COADD`` (flux, loglam, ivar, and_mask, or_mask, wdisp, sky,
+  model) and ``SPECOBJ`` (one row, real column names and formats, a subset of the 126);
+- a GSWLC-2-format catalogue (24 whitespace-separated columns, −99 where missing);
+- the truth table, ``truth.fits``.
+
+Identifiers. Galaxy *i* sits on plate 13000 + i // 640, fibre i % 640 + 1 (1–640 per plate, as
+SDSS), with a plate MJD spread over the SDSS-I/II years (51578–54663). Plates ≥ 13000 are above every
+SDSS-I–IV plate, so mock ids never collide with real ones (two mocks share ids: the id encodes the
+index, not the seed). ``SPECOBJID`` packs plate, fibre, MJD and RUN2D exactly as SDSS does
+(plate << 50 | fiber << 38 | (mjd − 50000) << 24 | run2d << 10); with plate ≥ 8192 it exceeds 2⁶³,
+like real eBOSS ids, so it is kept as a string. Photometric ``objid`` (1237000000000000000 + i) and
+GALEX ``glxid`` (6000000000000000000 + i) are below the real ranges.
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+FIBERS_PER_PLATE = 640
+FIRST_PLATE = 13000
+MJD_RANGE = (51578, 54663)  # SDSS-I/II spectroscopic nights
+RUN2D = "26"
+OBJID_BASE = 1237000000000000000
+GLXID_BASE = 6000000000000000000
+MISSING = -99
+
+COADD_COLUMNS = ("flux", "loglam", "ivar", "and_mask", "or_mask", "wdisp", "sky", "model")
+_COADD_DTYPE = np.dtype([
+    ("flux", ">f4"), ("loglam", ">f4"), ("ivar", ">f4"), ("and_mask", ">i4"), ("or_mask", ">i4"),
+    ("wdisp", ">f4"), ("sky", ">f4"), ("model", ">f4"),
+])  # fmt: skip
+_SPECOBJ_DTYPE = np.dtype([
+    ("SURVEY", "S6"), ("INSTRUMENT", "S4"), ("CHUNK", "S16"), ("PROGRAMNAME", "S23"), ("PLATEQUALITY", "S8"),
+    ("SPECPRIMARY", "u1"), ("SPECOBJID", "S22"), ("BESTOBJID", "S19"), ("RUN2D", "S3"), ("RUN1D", "S1"),
+    ("SOURCETYPE", "S19"), ("TARGETTYPE", "S8"), ("PRIMTARGET", ">i4"), ("SPECTROGRAPHID", ">i2"),
+    ("PLATE", ">i4"), ("TILE", ">i4"), ("MJD", ">i4"), ("FIBERID", ">i4"), ("PLUG_RA", ">f8"), ("PLUG_DEC", ">f8"),
+    ("CLASS", "S6"), ("SUBCLASS", "S21"), ("Z", ">f4"), ("Z_ERR", ">f4"), ("RCHI2", ">f4"), ("DOF", ">i4"),
+    ("VDISP", ">f4"), ("VDISP_ERR", ">f4"), ("WAVEMIN", ">f4"), ("WAVEMAX", ">f4"), ("WCOVERAGE", ">f4"),
+    ("ZWARNING", ">i4"), ("SN_MEDIAN_ALL", ">f4"), ("SN_MEDIAN", ">f4", (5,)), ("ANYANDMASK", ">i4"),
+    ("ANYORMASK", ">i4"),
+])  # fmt: skip
+# ugriz windows (Å) for SN_MEDIAN; u and z are partly outside the spectrum, as in real files.
+_BAND_WINDOWS = ((3000.0, 4000.0), (4000.0, 5500.0), (5500.0, 6900.0), (6900.0, 8400.0), (8400.0, 9300.0))
+
+
+def plate_mjd_fiber(index: int) -> tuple[int, int, int]:
+    """(plate, mjd, fiber) of galaxy ``index``."""
+    plate_number = index // FIBERS_PER_PLATE
+    plate = FIRST_PLATE + plate_number
+    mjd = MJD_RANGE[0] + (plate_number * 211) % (MJD_RANGE[1] - MJD_RANGE[0] + 1)
+    return plate, mjd, index % FIBERS_PER_PLATE + 1
+
+
+def spec_filename(plate: int, mjd: int, fiber: int) -> str:
+    """SDSS file name ``spec-PLATE-MJD-FIBER.fits`` (plate at least 4 digits, fibre 4)."""
+    return f"spec-{plate:04d}-{mjd:05d}-{fiber:04d}.fits"
+
+
+def specobjid(plate: int, mjd: int, fiber: int, run2d: int = int(RUN2D)) -> int:
+    """SDSS DR8+ specObjID of a spectrum (bit-packed plate, fibre, MJD, RUN2D)."""
+    return (plate << 50) | (fiber << 38) | ((mjd - 50000) << 24) | (run2d << 10)
+
+
+def plate_centre(plate: int) -> tuple[float, float]:
+    """(ra, dec) of a mock plate in degrees: uniform over an SDSS-Legacy-like cap (RA 110–260°, Dec −5–65°)."""
+    rng = np.random.default_rng([plate, 7])
+    ra = rng.uniform(110.0, 260.0)
+    sin_dec = rng.uniform(math.sin(math.radians(-5.0)), math.sin(math.radians(65.0)))
+    return ra, math.degrees(math.asin(sin_dec))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _band_sn(loglam, flux, ivar) -> np.ndarray:
+    wave = 10.0 ** loglam
+    out = np.zeros(5, np.float32)
+    for b, (lo, hi) in enumerate(_BAND_WINDOWS):
+        sel = (wave >= lo) & (wave < hi) & (ivar > 0)
+        if sel.sum() > 10:
+            out[b] = np.median(flux[sel] * np.sqrt(ivar[sel]))
+    return out
+
+
+def coadd_table(obs) -> np.ndarray:
+    """The COADD rows of an :class:`~.observe.ObservedArrays`."""
+    table = np.zeros(obs.loglam.size, _COADD_DTYPE)
+    for name in COADD_COLUMNS:
+        table[name] = getattr(obs, name)
+    return table
+
+
+def specobj_row(meta: dict, obs) -> np.ndarray:
+    """The one-row SPECOBJ table; ``meta`` holds plate, mjd, fiber, ra, dec, z_obs, z_err, vdisp_obs,
+    vdisp_err, subclass, objid, rchi2."""
+    row = np.zeros(1, _SPECOBJ_DTYPE)
+    good = obs.ivar > 0
+    loglam_good = obs.loglam[good] if good.any() else obs.loglam
+    values = {
+        "SURVEY": "sdss", "INSTRUMENT": "SDSS", "CHUNK": "galvae-mock", "PROGRAMNAME": "legacy",
+        "PLATEQUALITY": "good", "SPECPRIMARY": 1,
+        "SPECOBJID": f"{specobjid(meta['plate'], meta['mjd'], meta['fiber']):>22d}",
+        "BESTOBJID": str(meta["objid"]), "RUN2D": RUN2D, "RUN1D": "", "SOURCETYPE": "GALAXY",
+        "TARGETTYPE": "SCIENCE", "PRIMTARGET": 64, "SPECTROGRAPHID": 1 if meta["fiber"] <= 320 else 2,
+        "PLATE": meta["plate"], "TILE": meta["plate"], "MJD": meta["mjd"], "FIBERID": meta["fiber"],
+        "PLUG_RA": meta["ra"], "PLUG_DEC": meta["dec"], "CLASS": "GALAXY", "SUBCLASS": meta["subclass"],
+        "Z": meta["z_obs"], "Z_ERR": meta["z_err"], "RCHI2": meta["rchi2"], "DOF": int(good.sum()) - 10,
+        "VDISP": meta["vdisp_obs"], "VDISP_ERR": meta["vdisp_err"],
+        "WAVEMIN": 10.0 ** obs.loglam[0], "WAVEMAX": 10.0 ** obs.loglam[-1],
+        "WCOVERAGE": float(loglam_good[-1] - loglam_good[0]), "ZWARNING": 0, "SN_MEDIAN_ALL": obs.sn_median,
+        "SN_MEDIAN": _band_sn(obs.loglam, obs.flux, obs.ivar),
+        "ANYANDMASK": int(np.bitwise_or.reduce(obs.and_mask)), "ANYORMASK": int(np.bitwise_or.reduce(obs.or_mask)),
+    }
+    for name, value in values.items():
+        row[name] = value
+    return row
+
+
+# ------------------------------------------------------------------------------------------------
+# A minimal FITS writer: astropy spends ~45 ms building column objects per file, this ~1 ms
+# ------------------------------------------------------------------------------------------------
+
+FITS_BLOCK = 2880
+_TFORM_CODES = {"u1": "B", "i2": "I", "i4": "J", "i8": "K", "f4": "E", "f8": "D"}
+
+
+def _card(key: str, value=None, comment: str = "") -> str:
+    """One 80-character header card (fixed format for numbers and logicals)."""
+    if key in ("COMMENT", "HISTORY"):
+        return f"{key:<8}{value}"[:80].ljust(80)
+    if isinstance(value, bool):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, (int, np.integer)):
+        text = f"{int(value):>20d}"
+    elif isinstance(value, (float, np.floating)):
+        text = f"{repr(float(value)).upper():>20}"
+    else:
+        quoted = "'" + f"{str(value).replace(chr(39), chr(39) * 2):<8}" + "'"
+        text = f"{quoted:<20}"
+    card = f"{key:<8}= {text}"
+    if comment:
+        card += f" / {comment}"
+    if len(card) > 80 and len(f"{key:<8}= {text}") > 80:
+        raise ValueError(f"FITS card {key} is too long")
+    return card[:80].ljust(80)
+
+
+def _header_bytes(cards: list[str]) -> bytes:
+    text = "".join(cards) + "END".ljust(80)
+    text += " " * (-len(text) % FITS_BLOCK)
+    return text.encode("ascii")
+
+
+def _tform(dtype) -> str:
+    base, shape = (dtype.subdtype if dtype.subdtype else (dtype, ()))
+    count = int(np.prod(shape)) if shape else 1
+    if base.kind == "S":
+        return f"{base.itemsize * count}A"
+    code = _TFORM_CODES[f"{base.kind}{base.itemsize}"]
+    return f"{count}{code}" if count != 1 else code
+
+
+def _bintable_bytes(table: np.ndarray, name: str, comments=()) -> bytes:
+    """A BINTABLE extension (header + big-endian rows + padding) from a structured array."""
+    cards = [_card("XTENSION", "BINTABLE", "binary table extension"), _card("BITPIX", 8, "array data type"),
+             _card("NAXIS", 2, "number of array dimensions"),
+             _card("NAXIS1", table.dtype.itemsize, "length of dimension 1"),
+             _card("NAXIS2", table.size, "length of dimension 2"), _card("PCOUNT", 0, "number of group parameters"),
+             _card("GCOUNT", 1, "number of groups"),
+             _card("TFIELDS", len(table.dtype.names), "number of table fields")]
+    for k, field in enumerate(table.dtype.names, start=1):
+        cards += [_card(f"TTYPE{k}", field), _card(f"TFORM{k}", _tform(table.dtype.fields[field][0]))]
+    cards.append(_card("EXTNAME", name))
+    cards += [_card("COMMENT", c) for c in comments]
+    data = table.tobytes()
+    return _header_bytes(cards) + data + b"\0" * (-len(data) % FITS_BLOCK)
+
+
+def _primary_bytes(meta: dict, obs) -> bytes:
+    """PRIMARY HDU (header only) with the keywords a reader of SDSS files may look for."""
+    sid = f"{specobjid(meta['plate'], meta['mjd'], meta['fiber']):>22d}"
+    cards = [
+        _card("SIMPLE", True, "conforms to FITS standard"), _card("BITPIX", 8, "array data type"),
+        _card("NAXIS", 0, "number of array dimensions"), _card("EXTEND", True),
+        _card("TELESCOP", "SDSS 2.5-M", "Sloan Digital Sky Survey"),
+        _card("ORIGIN", "galvae.sources.mock", "synthetic spectrum (bagpipes), not SDSS data"),
+        _card("MJD", meta["mjd"], "MJD of observation"), _card("PLATEID", meta["plate"], "Plate Id"),
+        _card("FIBERID", meta["fiber"], "Fiber number (1-640)"),
+        _card("RADEG", round(meta["ra"], 6), "Right Ascension (degrees)"),
+        _card("DECDEG", round(meta["dec"], 6), "Declination (degrees)"),
+        _card("PLUG_RA", round(meta["ra"], 6), "RA of object [deg]"),
+        _card("PLUG_DEC", round(meta["dec"], 6), "dec of object [deg]"),
+        _card("EXPTIME", 2700.0, "Minimum of exposure times for all cameras"),
+        _card("RUN2D", RUN2D, "Spectroscopic 2D reduction (extraction) name"),
+        _card("VACUUM", True, "Wavelengths are in vacuum"),
+        _card("COEFF0", round(float(obs.loglam[0]), 4), "Central wavelength (log10) of first pixel"),
+        _card("COEFF1", 1e-4, "Log10 dispersion per pixel"), _card("BUNIT", "1E-17 erg/cm^2/s/Ang"),
+        _card("SPEC_ID", sid, "Unique object identifier"),
+        _card("COMMENT", "Mock galaxy spectrum made by galvae.sources.mock (bagpipes + SDSS-like"),
+        _card("COMMENT", "instrument); its true properties are in the survey's truth.fits."),
+    ]
+    return _header_bytes(cards)
+
+
+def spec_lite_bytes(meta: dict, obs) -> bytes:
+    """The bytes of one spec-lite file: PRIMARY, COADD, SPECOBJ."""
+    return (_primary_bytes(meta, obs) + _bintable_bytes(coadd_table(obs), "COADD", ["Coadded spectrum"])
+            + _bintable_bytes(specobj_row(meta, obs), "SPECOBJ"))
+
+
+def write_spec_lite(path: Path, meta: dict, obs) -> None:
+    """Write one spec-lite file (PRIMARY, COADD, SPECOBJ) atomically."""
+    data = spec_lite_bytes(meta, obs)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+# ------------------------------------------------------------------------------------------------
+# GSWLC-2-like catalogue
+# ------------------------------------------------------------------------------------------------
+
+GSWLC_COLUMNS = (
+    "objid", "glxid", "plate", "mjd", "fiber", "ra", "dec", "z", "chi2",
+    "logmstar", "e_logmstar", "logsfr", "e_logsfr", "a_fuv", "e_a_fuv", "a_b", "e_a_b", "a_v", "e_a_v",
+    "flag_sed", "uv_survey", "flag_uv", "flag_midir", "flag_mgs",
+)  # fmt: skip
+
+
+def catalogue_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of galaxy ``index``'s catalogue errors."""
+    return np.random.default_rng([int(seed), int(index), 2])
+
+
+def gswlc_row(seed: int, row: dict) -> dict:
+    """One GSWLC-2 row: the truth seen through an SED fit's errors.
+
+    Stellar mass: truth + N(0, e), e ~ 0.03–0.1 dex. SFR: truth + N(0, e) with e 0.05–0.2 dex on the
+    main sequence, 0.3–0.7 dex for quiescent galaxies, whose UV+IR SFRs cannot fall much below
+    sSFR ≈ 10^−12.3 (a floor with 0.25 dex scatter, as in GSWLC). Attenuations: truth + N(0, e).
+    0.5 % of rows have a failed fit (flag_sed = 2, χ² > 30); 15 % have no UV detection (glxid −99).
+    """
+    rng = catalogue_stream(seed, row["index"])
+    e_m = rng.uniform(0.03, 0.1)
+    quiescent = row["logssfr"] < -11.0
+    e_sfr = rng.uniform(0.3, 0.7) if quiescent else rng.uniform(0.05, 0.2)
+    logm = row["logmstar"] + rng.normal(0.0, e_m)
+    logsfr = row["logsfr"] + rng.normal(0.0, e_sfr)
+    logsfr = max(logsfr, logm - 12.3 + rng.normal(0.0, 0.25))
+    e_av = rng.uniform(0.05, 0.2)
+    a_v = max(row["a_v"] + rng.normal(0.0, e_av), 0.0)
+    a_b = max(row["a_b"] + rng.normal(0.0, 1.25 * e_av), 0.0)
+    a_fuv = max(row["a_fuv"] + rng.normal(0.0, 2.0 * e_av), 0.0)
+    flag_uv = int(rng.choice([0, 1, 2, 3], p=[0.15, 0.02, 0.23, 0.60]))
+    flag_sed = 2 if rng.random() < 0.005 else 0
+    return {
+        "objid": OBJID_BASE + row["index"],
+        "glxid": GLXID_BASE + row["index"] if flag_uv else MISSING,
+        "plate": row["plate"], "mjd": row["mjd"], "fiber": row["fiber"], "ra": row["ra"], "dec": row["dec"],
+        "z": row["z"],
+        "chi2": float(10.0 ** rng.normal(0.0, 0.25)) if not flag_sed else 30.0 + rng.exponential(20.0),
+        "logmstar": logm, "e_logmstar": e_m, "logsfr": logsfr, "e_logsfr": e_sfr,
+        "a_fuv": a_fuv, "e_a_fuv": 2.0 * e_av, "a_b": a_b, "e_a_b": 1.25 * e_av, "a_v": a_v, "e_a_v": e_av,
+        "flag_sed": flag_sed, "uv_survey": int(rng.choice([1, 2, 3], p=[0.3, 0.6, 0.1])),
+        "flag_uv": flag_uv, "flag_midir": int(rng.choice([0, 1, 2], p=[0.3, 0.6, 0.1])), "flag_mgs": 1,
+    }
+
+
+def gswlc_line(r: dict) -> str:
+    """One text line of the catalogue."""
+    return (
+        f"{r['objid']:d} {r['glxid']:d} {r['plate']:d} {r['mjd']:d} {r['fiber']:d} {r['ra']:.6f} {r['dec']:.6f} "
+        f"{r['z']:.6f} {r['chi2']:.2f} {r['logmstar']:.3f} {r['e_logmstar']:.3f} {r['logsfr']:.3f} "
+        f"{r['e_logsfr']:.3f} {r['a_fuv']:.3f} {r['e_a_fuv']:.3f} {r['a_b']:.3f} {r['e_a_b']:.3f} "
+        f"{r['a_v']:.3f} {r['e_a_v']:.3f} {r['flag_sed']:d} {r['uv_survey']:d} {r['flag_uv']:d} "
+        f"{r['flag_midir']:d} {r['flag_mgs']:d}"
+    )
+
+
+def write_gswlc(path: Path, lines: list[str]) -> None:
+    """Write GSWLC-2 lines (see :func:`gswlc_line`) without a header, as the real .dat files."""
+    text = "\n".join(lines) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# ------------------------------------------------------------------------------------------------
+# Truth table
+# ------------------------------------------------------------------------------------------------
+
+#: Truth columns: name -> (unit, description).
+TRUTH_COLUMNS = {
+    "id": ("", "spectrum id PLATE-MJD-FIBER"),
+    "index": ("", "galaxy index in the mock (its random streams are seeded by (seed, index))"),
+    "plate": ("", "mock plate"), "mjd": ("", "mock MJD"), "fiber": ("", "fibre 1-640"),
+    "specobjid": ("", "SDSS-style specObjID (string: exceeds int64)"),
+    "filename": ("", "spectrum file, relative to the survey folder"),
+    "ra": ("deg", "right ascension"), "dec": ("deg", "declination"),
+    "z": ("", "true redshift (SPECOBJ Z adds the measurement error Z_ERR)"),
+    "logmstar": ("", "log10 surviving stellar mass / Msun (whole galaxy)"),
+    "logmformed": ("", "log10 stellar mass ever formed / Msun"),
+    "logsfr": ("", "log10 SFR / (Msun/yr), averaged over the last 100 Myr"),
+    "logssfr": ("", "log10 specific SFR / (1/yr) = logsfr - logmstar"),
+    "logzsol": ("", "log10 Z/Zsun of stars and gas"),
+    "metallicity": ("", "gas-phase 12 + log10(O/H) = 8.69 + logzsol (Asplund et al. 2009 solar)"),
+    "mwage": ("Gyr", "mass-weighted stellar age"),
+    "age": ("Gyr", "time since star formation began (delayed-tau SFH)"),
+    "tau": ("Gyr", "delayed-tau SFH timescale, SFR(t) ~ t exp(-t/tau)"),
+    "a_v": ("mag", "Calzetti V-band attenuation of stars older than 10 Myr"),
+    "a_b": ("mag", "Calzetti B-band (4400 A) attenuation of stars older than 10 Myr"),
+    "a_fuv": ("mag", "Calzetti FUV (1528 A) attenuation of stars older than 10 Myr"),
+    "vdisp": ("km/s", "stellar velocity dispersion"),
+    "vdisp_gas": ("km/s", "velocity dispersion of the emission lines"),
+    "logu": ("", "log10 ionisation parameter"),
+    "quiescent": ("", "drawn from the quiescent population"),
+    "fiber_frac": ("", "fraction of the galaxy's light inside the 3 arcsec fibre"),
+    "sn_median": ("", "median S/N per pixel over good pixels (SN_MEDIAN_ALL)"),
+    "depth": ("", "noise depth factor of the observation (variance multiplier)"),
+    "ew_halpha": ("Angstrom", "true rest-frame H-alpha emission equivalent width"),
+    "subclass": ("", "SDSS-style SUBCLASS written in SPECOBJ"),
+}
+
+
+_STRING_COLUMNS = ("id", "specobjid", "filename", "subclass")
+
+
+class TruthColumns:
+    """The truth table filled row by row (rows may come in any order; ``row['index']`` places them)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.columns: dict[str, np.ndarray] = {}
+        self.filled = np.zeros(n, bool)
+
+    def add(self, row: dict) -> None:
+        i = int(row["index"])
+        for name in TRUTH_COLUMNS:
+            value = row[name]
+            if name not in self.columns:
+                dtype = object if name in _STRING_COLUMNS else type(value)
+                self.columns[name] = np.zeros(self.n, dtype=dtype)
+            self.columns[name][i] = value
+        self.filled[i] = True
+
+    def table(self, meta: dict):
+        """An astropy Table with units and descriptions (ValueError if a row is missing)."""
+        from astropy.table import Table
+
+        if not self.filled.all():
+            raise ValueError(f"truth rows missing for {int((~self.filled).sum())} galaxies")
+        table = Table()
+        for name, (unit, description) in TRUTH_COLUMNS.items():
+            values = self.columns[name]
+            table[name] = values.astype(str) if name in _STRING_COLUMNS else values
+            table[name].description = description
+            if unit:
+                table[name].unit = unit
+        table.meta.update(meta)
+        return table
+
+
+def write_truth(path: Path, table) -> None:
+    """Write the truth table as FITS (atomically)."""
+    atomic_write(path, lambda tmp: table.write(tmp, format="fits"))
