@@ -43,3 +43,12 @@ def write_spec_file(path, plate=1234, mjd=56789, fiber=42, z=0.05, n_pix=3800, m
     ], name=meta_hdu)
     fits.HDUList([fits.PrimaryHDU(), coadd, meta]).writeto(path, overwrite=True)
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def small_mock(tmp_path_factory):
+    """A 60-galaxy mock survey (spec-lite files, GSWLC-format catalogue, truth), shared by the tests."""
+    pytest.importorskip("bagpipes")
+    from galvae.sources.mock import make_mock_survey
+
+    return make_mock_survey(tmp_path_factory.mktemp("small_mock"), n=60, seed=11, workers=1, progress=False)

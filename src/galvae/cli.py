@@ -110,6 +110,24 @@ def _cmd_mock(args) -> int:
     return 0
 
 
+def _cmd_prepare(args) -> int:
+    """Spectrum files (+ catalogue) → dataset.zarr: rest frame, resample, masks, gappy-PCA fill."""
+    from .prepare import PrepareConfig, prepare_dataset
+
+    cfg = PrepareConfig(n_pix=args.n_pix, wave_min=args.wave_min, wave_max=args.wave_max, zmax=args.zmax,
+                        min_sn=args.min_sn, max_bad_fraction=args.max_bad_fraction,
+                        n_components=args.components, n_iter=args.iterations, seed=args.seed)
+    spectra = args.spectra[0] if len(args.spectra) == 1 else args.spectra
+    try:
+        result = prepare_dataset(spectra, args.out, catalog=args.catalog, config=cfg, scheduler=args.scheduler,
+                                 cluster=args.cluster, workers=args.workers, progress=not args.quiet)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if "passed the selection" in str(exc) else 2
+    print(result.summary())
+    return 1 if args.strict and result.n_rejected else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -165,6 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flux-limit", action="store_true", help="draw without a flux limit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_mock)
+
+    p = sub.add_parser("prepare", help="spectrum files (+ catalogue) → dataset.zarr (rest frame, masks, fill, splits)")
+    p.add_argument("--spectra", nargs="+", required=True, help="a folder of spec-*.fits files, or files")
+    p.add_argument("--catalog", help="GSWLC-2 or specObj catalogue with the galaxies' properties")
+    p.add_argument("--out", required=True, help="the dataset, e.g. dataset.zarr")
+    p.add_argument("--zmax", type=float, default=0.1, help="keep 0 < z < ZMAX (default 0.1)")
+    p.add_argument("--min-sn", type=float, default=None, help="floor on the median S/N per pixel")
+    p.add_argument("--max-bad-fraction", type=float, default=0.3,
+                   help="reject spectra with more bad rest-frame pixels than this (default 0.3)")
+    p.add_argument("--n-pix", type=int, default=4000, help="rest-frame pixels (default 4000)")
+    p.add_argument("--wave-min", type=float, default=3400.0, help="Å (default 3400)")
+    p.add_argument("--wave-max", type=float, default=8400.0, help="Å (default 8400)")
+    p.add_argument("--components", type=int, default=10, help="gappy-PCA eigenspectra (default 10)")
+    p.add_argument("--iterations", type=int, default=10, help="gappy-PCA iterations (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler to join, or 'sync' to run in this process")
+    p.add_argument("--cluster", choices=["local", "slurm"], default="local",
+                   help="start a local cluster (default) or SLURM workers via dask-jobqueue")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any spectrum was rejected")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prepare)
 
     return parser
 

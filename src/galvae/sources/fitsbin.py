@@ -12,6 +12,7 @@ Anything else raises :class:`FitsFormatError` with a reason a person can act on.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -91,16 +92,32 @@ def _read_header(fh: BinaryIO, offset: int, file_size: int) -> tuple[dict, int]:
             raise FitsFormatError(f"truncated: header at byte {offset} has no END card before the file ends ({file_size} bytes)")
         pos += BLOCK
         try:
-            text = block.decode("ascii")
+            cards, ended = _parse_block(block)
         except UnicodeDecodeError as exc:
-            raise FitsFormatError(f"corrupt header at byte {offset}: non-ASCII bytes") from exc
-        for i in range(0, BLOCK, CARD):
-            card = text[i:i + CARD]
-            key = card[:8].rstrip()
-            if key == "END":
-                return header, pos
-            if card[8:10] == "= " and key and key not in header:
-                header[key] = _parse_value(card[10:])
+            raise FitsFormatError(f"corrupt header: non-ASCII bytes in the header at byte {offset}") from exc
+        for key, value in cards.items():
+            header.setdefault(key, value)
+        if ended:
+            return header, pos
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_block(block: bytes) -> tuple[dict, bool]:
+    """Cards of one 2880-byte header block, and whether it holds END.
+
+    Cached: the metadata headers of a survey's files are identical block for block, so a batch parses
+    each distinct block once. Callers must not modify the returned dict.
+    """
+    text = block.decode("ascii")
+    cards: dict = {}
+    for i in range(0, BLOCK, CARD):
+        card = text[i:i + CARD]
+        key = card[:8].rstrip()
+        if key == "END":
+            return cards, True
+        if card[8:10] == "= " and key and key not in cards:
+            cards[key] = _parse_value(card[10:])
+    return cards, False
 
 
 def _data_size(header: dict, index: int) -> int:
@@ -109,7 +126,7 @@ def _data_size(header: dict, index: int) -> int:
         naxis = int(header["NAXIS"])
         dims = [int(header[f"NAXIS{k}"]) for k in range(1, naxis + 1)]
     except (KeyError, TypeError, ValueError) as exc:
-        raise FitsFormatError(f"corrupt header of HDU {index}: missing or invalid BITPIX/NAXIS ({exc})") from exc
+        raise FitsFormatError(f"corrupt header: HDU {index} has a missing or invalid BITPIX/NAXIS ({exc})") from exc
     if naxis == 0:
         return 0
     n = int(np.prod(dims, dtype=np.int64))

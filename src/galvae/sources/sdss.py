@@ -164,7 +164,7 @@ def usability_problem(spec: ObservedSpectrum) -> str | None:
     if spec.n_good == 0:
         return f"no good pixel: ivar = 0 or non-finite on all {spec.flux.size} pixels"
     if not np.isfinite(spec.z):
-        return "redshift is not finite"
+        return "no redshift: Z is not finite"
     return None
 
 

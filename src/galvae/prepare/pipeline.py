@@ -1,0 +1,501 @@
+"""``galvae prepare``: spectrum files (+ catalogue) → ``dataset.zarr``, in two passes over Dask.
+
+Pass 1, one task per chunk of files: read, apply the selection cuts, mask bad pixels, shift to the
+rest frame, resample onto the grid, normalise. Each task writes its chunk to the staging folder
+(``<out>/.staging/chunk-NNNNN.npz``, atomically) and returns its tally.
+
+Between passes: the gappy-PCA eigenbasis is fitted once on a seeded sample of staged spectra.
+
+Pass 2, one task per block of output rows: fill the bad pixels of its rows with that basis and write
+its own Zarr chunks of ``flux``, ``ivar`` and ``filled`` (blocks align with Zarr chunks, so no two
+workers touch the same chunk).
+
+An interrupted run resumes: finished chunks and blocks are skipped. A rerun with the same inputs and
+configuration gives the same dataset, bit for bit, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..sources.sdss import Reject, find_spectrum_files, read_spectra
+from . import dataset as ds
+from .gappy_pca import fit_fill_basis, fill_with_basis
+from .masks import bad_pixel_mask
+from .normalize import DEFAULT_WINDOW, normalisation_factors
+from .resample import log_grid, resample_batch
+
+log = logging.getLogger(__name__)
+
+STAGING = ".staging"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PrepareConfig:
+    """Every choice `prepare` makes, recorded in the dataset's provenance."""
+
+    n_pix: int = 4000                 # rest-frame pixels, log-spaced
+    wave_min: float = 3400.0          # Å
+    wave_max: float = 8400.0          # Å
+    zmin: float = 0.0                 # exclusive
+    zmax: float = 0.1                 # exclusive
+    classes: tuple = ("GALAXY",)
+    zwarning_zero: bool = True
+    min_sn: float | None = None       # floor on SN_MEDIAN_ALL
+    max_bad_fraction: float = 0.3     # of the rest-frame grid, before filling
+    norm_window: tuple = DEFAULT_WINDOW
+    n_components: int = 10            # gappy-PCA eigenspectra
+    n_iter: int = 10                  # gappy-PCA iterations when fitting the basis
+    basis_sample: int = 20000         # spectra used to fit the basis
+    split_fractions: tuple = (0.8, 0.1, 0.1)
+    files_per_task: int = 250
+    rows_per_chunk: int = 1000
+    seed: int = 0
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class PrepareResult:
+    path: str
+    n_files: int
+    n_kept: int
+    rejects_by_reason: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejects_by_reason.values())
+
+    def summary(self) -> str:
+        lines = [f"prepared {self.n_kept} of {self.n_files} spectra into {self.path} in {self.seconds:.1f} s"]
+        lines += [f"  rejected {n:6d}: {reason}" for reason, n in sorted(self.rejects_by_reason.items(),
+                                                                        key=lambda kv: -kv[1])]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- pass 1
+
+def _selection_problem(spec, cfg: PrepareConfig) -> str | None:
+    """Why a readable spectrum fails the selection cuts (None if it passes)."""
+    if cfg.classes and spec.spec_class not in cfg.classes:
+        return f"not a galaxy: class {spec.spec_class or '?'} not in {'/'.join(cfg.classes)}"
+    if cfg.zwarning_zero and spec.zwarning != 0:
+        return f"redshift flagged: ZWARNING = {spec.zwarning}"
+    if not (cfg.zmin < spec.z < cfg.zmax):
+        return f"redshift out of range: z = {spec.z:.4f} outside ({cfg.zmin}, {cfg.zmax})"
+    if cfg.min_sn is not None and not (spec.sn_median >= cfg.min_sn):
+        return f"low S/N: median S/N {spec.sn_median:.1f} below {cfg.min_sn}"
+    return None
+
+
+def _stack_rest_frame(spectra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rest-frame wavelength, flux and ivar of a batch as (N, M) arrays, bad pixels at ivar = 0.
+
+    Spectra have different lengths; shorter ones are padded by continuing their log-λ grid with
+    ivar = 0, so the padding is simply bad coverage.
+    """
+    m = max(s.wave.size for s in spectra)
+    wave = np.empty((len(spectra), m))
+    flux = np.zeros((len(spectra), m))
+    ivar = np.zeros((len(spectra), m))
+    for i, s in enumerate(spectra):
+        n = s.wave.size
+        loglam = np.log10(s.wave)
+        step = (loglam[-1] - loglam[0]) / max(n - 1, 1) if n > 1 else 1e-4
+        wave[i, :n] = s.wave / (1.0 + s.z)
+        wave[i, n:] = 10 ** (loglam[-1] + step * np.arange(1, m - n + 1)) / (1.0 + s.z)
+        bad = bad_pixel_mask(s.flux, s.ivar, s.and_mask)
+        flux[i, :n] = np.where(bad, 0.0, s.flux)
+        ivar[i, :n] = np.where(bad, 0.0, s.ivar)
+    return wave, flux, ivar
+
+
+def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) -> dict:
+    """Pass 1 for one chunk of files; writes ``chunk-{index:05d}.npz`` and returns its tally."""
+    target = Path(staging) / f"chunk-{index:05d}.npz"
+    if target.exists():
+        with np.load(target, allow_pickle=False) as z:
+            return {"index": index, "n_kept": int(z["flux"].shape[0]), "skipped": True}
+    spectra, rejects = read_spectra(paths, workers=1, require_good_pixels=True)
+    rejects = [(r.path, "", r.reason) for r in rejects]
+    kept = []
+    for s in spectra:
+        problem = _selection_problem(s, cfg)
+        if problem:
+            rejects.append((s.path, s.id, problem))
+        else:
+            kept.append(s)
+    grid = log_grid(cfg.n_pix, cfg.wave_min, cfg.wave_max)
+    n_pix = grid.size
+    flux = np.zeros((0, n_pix), np.float32)
+    ivar = np.zeros((0, n_pix), np.float32)
+    norm = np.zeros(0, np.float32)
+    if kept:
+        wave_rest, flux_obs, ivar_obs = _stack_rest_frame(kept)
+        flux_r, ivar_r, covered = resample_batch(grid, wave_rest, flux_obs, ivar_obs)
+        good = covered & (ivar_r > 0) & np.isfinite(flux_r)
+        bad_frac = 1.0 - good.mean(axis=1)
+        factors = normalisation_factors(grid, flux_r, good, cfg.norm_window)
+        ok = (bad_frac <= cfg.max_bad_fraction) & np.isfinite(factors)
+        for i in np.flatnonzero(~ok):
+            reason = (f"too many bad pixels: {100 * bad_frac[i]:.0f}% of the rest-frame grid "
+                      f"(max {100 * cfg.max_bad_fraction:.0f}%)" if bad_frac[i] > cfg.max_bad_fraction else
+                      f"cannot normalise: no positive flux in {cfg.norm_window[0]:.0f}–{cfg.norm_window[1]:.0f} Å")
+            rejects.append((kept[i].path, kept[i].id, reason))
+        kept = [s for s, k in zip(kept, ok) if k]
+        f = factors[ok][:, None]
+        flux = np.where(good[ok], flux_r[ok] / f, 0.0).astype(np.float32)
+        ivar = np.where(good[ok], ivar_r[ok] * f**2, 0.0).astype(np.float32)
+        norm = factors[ok].astype(np.float32)
+    meta = {
+        "id": np.array([s.id for s in kept], dtype=str),
+        "specobjid": np.array([s.specobjid for s in kept], dtype=str),
+        "path": np.array([s.path for s in kept], dtype=str),
+        "z": np.array([s.z for s in kept], dtype=np.float64),
+        "vdisp_sdss": np.array([s.vdisp for s in kept], dtype=np.float64),
+        "sn_median": np.array([s.sn_median for s in kept], dtype=np.float64),
+    }
+    rej = np.array(rejects, dtype=str).reshape(-1, 3)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, flux=flux, ivar=ivar, norm=norm, rejects=rej, **meta)
+    os.replace(tmp, target)
+    return {"index": index, "n_kept": len(kept), "skipped": False}
+
+
+# ----------------------------------------------------------------------------------------- pass 2
+
+def _load_rows(staging: Path, chunk_counts: list[int], start: int, stop: int, keys=("flux", "ivar")):
+    """Rows [start, stop) of the concatenated staged chunks."""
+    offsets = np.concatenate([[0], np.cumsum(chunk_counts)])
+    parts = {k: [] for k in keys}
+    first = int(np.searchsorted(offsets, start, side="right") - 1)
+    for c in range(first, len(chunk_counts)):
+        lo, hi = offsets[c], offsets[c + 1]
+        if lo >= stop:
+            break
+        if hi <= start or hi == lo:
+            continue
+        with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            for k in keys:
+                parts[k].append(z[k][a:b])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def fill_block(block: int, out: str, chunk_counts: list[int], cfg: PrepareConfig) -> int:
+    """Pass 2 for one block of output rows: fill bad pixels, write this block's Zarr chunks."""
+    import zarr
+
+    staging = Path(out) / STAGING
+    marker = staging / f"block-{block:05d}.done"
+    if marker.exists():
+        return 0
+    start = block * cfg.rows_per_chunk
+    stop = min(start + cfg.rows_per_chunk, int(sum(chunk_counts)))
+    rows = _load_rows(staging, chunk_counts, start, stop)
+    with np.load(staging / "basis.npz", allow_pickle=False) as z:
+        basis, mean = z["basis"], z["mean"]
+    good = rows["ivar"] > 0
+    filled_flux = extend_into_unobserved(fill_with_basis(rows["flux"], good, basis, mean))
+    root = zarr.open_group(out, mode="r+")
+    root["flux"][start:stop] = filled_flux.astype(np.float32)
+    root["ivar"][start:stop] = rows["ivar"]
+    root["filled"][start:stop] = ~good
+    marker.touch()
+    return stop - start
+
+
+def extend_into_unobserved(flux: np.ndarray) -> np.ndarray:
+    """Replace NaN left by the fill with the nearest finite value of the same row.
+
+    Rest-frame columns that no spectrum of the basis sample observes (3400–3455 Å for SDSS-I/II at
+    z < 0.1) have no eigenbasis to fill them from; holding the nearest filled value flat keeps the
+    encoder's input finite. Those pixels are marked filled with ivar 0, so no likelihood sees them.
+    """
+    bad = ~np.isfinite(flux)
+    if not bad.any():
+        return flux
+    n, p = flux.shape
+    cols = np.broadcast_to(np.arange(p), (n, p))
+    left = np.maximum.accumulate(np.where(bad, -1, cols), axis=1)           # last finite at or before
+    right = np.minimum.accumulate(np.where(bad, p, cols)[:, ::-1], axis=1)[:, ::-1]  # first at or after
+    source = np.where(left >= 0, left, right)
+    source = np.where((right < p) & ((left < 0) | (right - cols < cols - left)), right, source)
+    out = np.take_along_axis(flux, np.clip(source, 0, p - 1), axis=1)
+    return np.where(np.all(bad, axis=1, keepdims=True), 0.0, out).astype(flux.dtype)
+
+
+def _basis_sample_rows(n_rows: int, cfg: PrepareConfig) -> np.ndarray:
+    if n_rows <= cfg.basis_sample:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(cfg.seed).choice(n_rows, cfg.basis_sample, replace=False))
+
+
+def fit_basis(staging: Path, chunk_counts: list[int], cfg: PrepareConfig) -> None:
+    """Fit the gappy-PCA eigenbasis on a seeded sample of staged spectra; save ``basis.npz``."""
+    target = staging / "basis.npz"
+    if target.exists():
+        return
+    rows = _basis_sample_rows(int(sum(chunk_counts)), cfg)
+    offsets = np.concatenate([[0], np.cumsum(chunk_counts)])
+    flux, ivar = [], []
+    for c in range(len(chunk_counts)):
+        sel = rows[(rows >= offsets[c]) & (rows < offsets[c + 1])] - offsets[c]
+        if sel.size:
+            with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+                flux.append(z["flux"][sel])
+                ivar.append(z["ivar"][sel])
+    flux, ivar = np.concatenate(flux), np.concatenate(ivar)
+    basis, mean = fit_fill_basis(flux, ivar > 0, n_components=min(cfg.n_components, len(flux) - 1),
+                                 n_iter=cfg.n_iter, seed=cfg.seed)
+    tmp = staging / f".basis.{os.getpid()}.tmp.npz"
+    np.savez(tmp, basis=basis, mean=mean)
+    os.replace(tmp, target)
+
+
+# -------------------------------------------------------------------------------------- driver
+
+def _client(scheduler: str | None, cluster: str | None, workers: int | None):
+    """A Dask client: 'sync' runs in-process (no Dask); an address joins a cluster; 'slurm' starts one."""
+    if scheduler == "sync":
+        return None
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO chatter drowns the progress bar
+    if scheduler:
+        return Client(scheduler)
+    if cluster == "slurm":
+        from dask_jobqueue import SLURMCluster  # optional extra: pip install galvae[cluster]
+
+        slurm = SLURMCluster(cores=1, processes=1, memory="4GB")
+        slurm.scale(jobs=workers or 4)
+        return Client(slurm)
+    n = workers or os.cpu_count() or 1
+    return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.WARNING))
+
+
+def _run_tasks(client, fn, args_list, desc: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(args_list), desc=desc, unit="task", disable=not progress)
+    results = []
+    if client is None:
+        for args in args_list:
+            results.append(fn(*args))
+            bar.update()
+    else:
+        from distributed import as_completed
+
+        futures = [client.submit(fn, *args, pure=False) for args in args_list]
+        for fut in as_completed(futures):
+            results.append(fut.result())
+            bar.update()
+    bar.close()
+    return results
+
+
+def _inputs_digest(paths: list[str], cfg: PrepareConfig, catalog) -> str:
+    h = hashlib.sha1(cfg.digest().encode())
+    for p in paths:
+        h.update(p.encode())
+        h.update(str(os.path.getsize(p) if os.path.exists(p) else -1).encode())
+    h.update(str(catalog).encode())
+    return h.hexdigest()[:16]
+
+
+def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = None, *,
+                    scheduler: str | None = None, cluster: str | None = None, workers: int | None = None,
+                    progress: bool = True, keep_staging: bool = False) -> PrepareResult:
+    """Turn SDSS spectrum files (a folder or a list) into ``out`` (a ``dataset.zarr``).
+
+    ``catalog``: a GSWLC-2, MPA-JHU or mock catalogue (path, or an astropy Table of properties keyed by
+    ``id``); without one every property is NaN. ``scheduler``: None starts a local Dask cluster with
+    ``workers`` processes, an address joins a running scheduler, 'sync' runs in this process.
+    ``cluster='slurm'`` starts workers through dask-jobqueue.
+    """
+    t0 = time.perf_counter()
+    cfg = config or PrepareConfig()
+    out = Path(out)
+    if isinstance(spectra, (str, os.PathLike)) and Path(spectra).is_dir():
+        paths = find_spectrum_files(spectra)
+    else:
+        paths = [str(p) for p in ([spectra] if isinstance(spectra, (str, os.PathLike)) else spectra)]
+    if not paths:
+        raise ValueError(f"no spectrum files in {spectra}")
+    digest = _inputs_digest(paths, cfg, catalog if not hasattr(catalog, "meta") else "table")
+
+    if out.exists():
+        done = _completed_attrs(out)
+        if done and done.get("inputs_digest") == digest:
+            log.info("%s is up to date", out)
+            return PrepareResult(str(out), done["counts"]["files"], done["counts"]["kept"],
+                                 done["counts"]["rejects_by_reason"], time.perf_counter() - t0)
+        staging_manifest = out / STAGING / "inputs.json"
+        if done or not staging_manifest.exists() or json.loads(staging_manifest.read_text())["digest"] != digest:
+            shutil.rmtree(out)  # different inputs or config: start over
+    staging = out / STAGING
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "inputs.json").write_text(json.dumps({"digest": digest, "n_files": len(paths)}))
+
+    chunks = [paths[i:i + cfg.files_per_task] for i in range(0, len(paths), cfg.files_per_task)]
+    client = _client(scheduler, cluster, workers)
+    try:
+        log.info("cluster ready after %.1f s", time.perf_counter() - t0)
+        tallies = _run_tasks(client, stage_chunk, [(i, c, str(staging), cfg) for i, c in enumerate(chunks)],
+                             "prepare: read+resample", progress)
+        log.info("pass 1 done after %.1f s", time.perf_counter() - t0)
+        counts = [0] * len(chunks)
+        for t in tallies:
+            counts[t["index"]] = t["n_kept"]
+        n_rows = sum(counts)
+        if n_rows == 0:
+            raise ValueError(f"no spectrum of {len(paths)} passed the selection; see the rejects in {staging}")
+        # On a worker, like every heavy step: workers run single-threaded BLAS, which is many times
+        # faster here than an oversubscribed multi-threaded BLAS in the driver.
+        _run_tasks(client, fit_basis, [(staging, counts, cfg)], "prepare: gappy-PCA basis", progress)
+        log.info("basis fitted after %.1f s", time.perf_counter() - t0)
+        _create_arrays(out, n_rows, cfg)
+        n_blocks = -(-n_rows // cfg.rows_per_chunk)
+        _run_tasks(client, fill_block, [(b, str(out), counts, cfg) for b in range(n_blocks)],
+                   "prepare: gappy-PCA fill", progress)
+    finally:
+        if client is not None:
+            cluster_obj = getattr(client, "cluster", None)
+            client.close()
+            if cluster_obj is not None and scheduler is None:
+                cluster_obj.close()
+    log.info("pass 2 done after %.1f s", time.perf_counter() - t0)
+    result = _finalise(out, paths, counts, catalog, cfg, digest)
+    if not keep_staging:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _completed_attrs(out: Path) -> dict | None:
+    import zarr
+
+    try:
+        attrs = zarr.open_group(str(out), mode="r").attrs.asdict()
+    except Exception:  # not a Zarr group yet: an unfinished first pass
+        return None
+    return attrs if attrs.get("complete") else None
+
+
+def _create_arrays(out: Path, n_rows: int, cfg: PrepareConfig) -> None:
+    import zarr
+
+    root = zarr.open_group(str(out), mode="a")
+    if "flux" in root and root["flux"].shape == (n_rows, cfg.n_pix):
+        return  # resuming pass 2
+    chunks = (cfg.rows_per_chunk, cfg.n_pix)
+    for name, dtype in (("flux", "float32"), ("ivar", "float32"), ("filled", "bool")):
+        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True)
+
+
+def _gather_staged(staging: Path, n_chunks: int) -> tuple[dict, np.ndarray]:
+    keys = ("id", "specobjid", "path", "z", "vdisp_sdss", "sn_median", "norm")
+    parts = {k: [] for k in keys}
+    rejects = []
+    for c in range(n_chunks):
+        with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+            for k in keys:
+                parts[k].append(z[k])
+            rejects.append(z["rejects"])
+    return {k: np.concatenate(v) for k, v in parts.items()}, np.concatenate(rejects).reshape(-1, 3)
+
+
+def _properties(ids: np.ndarray, meta: dict, catalog):
+    """The props table aligned to ``ids``: the catalogue's properties where matched, NaN elsewhere."""
+    from astropy.table import Table
+
+    props = Table({"id": ids.astype(str), "specobjid": meta["specobjid"].astype(str), "z": meta["z"],
+                   "vdisp": np.where(meta["vdisp_sdss"] > 0, meta["vdisp_sdss"], np.nan),
+                   "sn_median": meta["sn_median"]})
+    stats = {"matched": 0, "unmatched": len(ids)}
+    if catalog is None:
+        return props, stats
+    from ..sources.catalogs import load_properties, match_properties
+
+    table = catalog if hasattr(catalog, "colnames") else load_properties(catalog)
+    matched, stats = match_properties(ids, table)
+    for name in matched.colnames:
+        if name in ("id", "plate", "mjd", "fiber") or matched[name].dtype.kind not in "fiu":
+            continue
+        if name in props.colnames:
+            if np.isfinite(np.asarray(matched[name], dtype=float)).any():
+                props[f"{name}_catalog"] = matched[name]
+        else:
+            props[name] = np.asarray(matched[name], dtype=np.float64)
+    return props, stats.as_dict()
+
+
+def _write_column(group, name: str, values: np.ndarray) -> None:
+    """A 1-D column; text as Zarr's variable-length UTF-8 strings (a specified v3 data type)."""
+    if values.dtype.kind in "USO":
+        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True)
+        if values.size:
+            arr[:] = values.astype(str).astype(object)
+    else:
+        group.create_array(name, data=values, overwrite=True)
+
+
+def reason_category(reason: str) -> str:
+    """The part of a reject reason before its details ('truncated: HDU 2 needs …' → 'truncated')."""
+    head = reason.split(":", 1)[0]
+    return head.split(" (", 1)[0].strip()
+
+
+def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str) -> PrepareResult:
+    import zarr
+
+    from .. import __version__
+
+    staging = out / STAGING
+    meta, rejects = _gather_staged(staging, len(counts))
+    root = zarr.open_group(str(out), mode="a")
+    grid = log_grid(cfg.n_pix, cfg.wave_min, cfg.wave_max)
+    root.create_array("wave", data=grid, overwrite=True)
+    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True)
+    split = ds.split_of(meta["id"], cfg.split_fractions)
+    root.create_array("split", data=split, overwrite=True).attrs["codes"] = list(ds.SPLIT_CODES)
+    props, match_stats = _properties(meta["id"], meta, catalog)
+    g = root.require_group("props")
+    for name in props.colnames:
+        _write_column(g, name, np.asarray(props[name]))
+    r = root.require_group("rejects")
+    for k, name in enumerate(("path", "id", "reason")):
+        _write_column(r, name, rejects[:, k] if len(rejects) else np.array([], dtype=str))
+    by_reason: dict = {}
+    for reason in rejects[:, 2]:
+        key = reason_category(reason)
+        by_reason[key] = by_reason.get(key, 0) + 1
+    import numpy, astropy
+
+    root.attrs.update({
+        "format": "galvae-dataset", "format_version": FORMAT_VERSION, "source": "sdss-spec-files",
+        "config": json.loads(json.dumps(asdict(cfg))), "inputs_digest": digest,
+        "versions": {"galvae": __version__, "numpy": numpy.__version__, "astropy": astropy.__version__,
+                     "zarr": zarr.__version__},
+        "catalog": None if catalog is None else str(catalog) if not hasattr(catalog, "colnames") else "table",
+        "catalog_match": match_stats,
+        "counts": {"files": len(paths), "kept": int(sum(counts)), "rejected": int(len(rejects)),
+                   "rejects_by_reason": by_reason,
+                   "split": {n: int((split == k).sum()) for k, n in enumerate(ds.SPLIT_CODES)}},
+        "props_columns": list(props.colnames),
+        "complete": True,
+    })
+    return PrepareResult(str(out), len(paths), int(sum(counts)), by_reason)

@@ -1,0 +1,160 @@
+"""galvae prepare end to end: real SDSS files, a mock survey, bad inputs, interruption and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from galvae.prepare import PrepareConfig, open_dataset, prepare_dataset, read_rejects
+from galvae.prepare.dataset import split_of
+
+from conftest import write_spec_file
+
+SMALL = dict(files_per_task=7, rows_per_chunk=16)
+
+
+def _arrays(path):
+    d = open_dataset(path)
+    return d, {k: getattr(d, k) for k in ("wave", "flux", "ivar", "filled", "norm", "split")}
+
+
+def test_real_files(sdss_dir, tmp_path):
+    result = prepare_dataset(sdss_dir, tmp_path / "real.zarr", scheduler="sync", progress=False)
+    assert result.n_files == 30 and result.n_kept == 11
+    d = open_dataset(tmp_path / "real.zarr")
+    assert d.flux.shape == (11, 4000) and d.wave[0] == pytest.approx(3400) and d.wave[-1] == pytest.approx(8400)
+    assert np.isfinite(d.flux).all() and np.isfinite(d.ivar).all()
+    # filled pixels never carry weight; every good pixel does
+    assert not (d.ivar[d.filled] != 0).any() and (d.ivar[~d.filled] > 0).all()
+    # 3400–3455 Å is never observed by SDSS-I/II at z < 0.1: filled in every spectrum
+    assert d.filled[:, d.wave < 3440].all()
+    # normalised: median of good pixels in 5300–5800 Å is 1
+    win = (d.wave >= 5300) & (d.wave <= 5800)
+    med = [np.median(f[win][~m[win]]) for f, m in zip(d.flux, d.filled)]
+    np.testing.assert_allclose(med, 1.0, rtol=1e-5)
+    rejects = read_rejects(tmp_path / "real.zarr")
+    reasons = dict(zip([Path(p).name for p in rejects["path"]], rejects["reason"]))
+    assert len(reasons) == 19
+    assert reasons["spec-0269-51581-0003.fits"].startswith("no good pixel")
+    assert reasons["spec-3586-55181-0003.fits"].startswith("redshift flagged")
+    assert reasons["spec-0853-52374-0240.fits"].startswith("not a galaxy")
+    assert reasons["spec-0266-51630-0174.fits"].startswith("too many bad pixels")
+    counts = d.attrs["counts"]
+    assert counts["kept"] == 11 and counts["rejected"] == 19
+    assert counts["rejects_by_reason"] == {"not a galaxy": 9, "redshift out of range": 7, "no good pixel": 1,
+                                           "redshift flagged": 1, "too many bad pixels": 1}
+
+
+def test_bad_inputs_are_rejected_and_nothing_else_is_lost(tmp_path, sdss_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = [write_spec_file(folder / f"spec-1234-56789-{f:04d}.fits", fiber=f, z=0.02 + 0.001 * f, seed=f)
+            for f in range(1, 9)]
+    (folder / "spec-0001-00001-0001.fits").write_text("not fits")
+    raw = good[0].read_bytes()
+    (folder / "spec-0001-00001-0002.fits").write_bytes(raw[: len(raw) // 3])
+    write_spec_file(folder / "spec-1234-56789-0100.fits", fiber=100, z=float("nan"))
+    (folder / "spec-0269-51581-0003.fits").write_bytes((sdss_dir / "spec-0269-51581-0003.fits").read_bytes())
+    result = prepare_dataset(folder, tmp_path / "d.zarr", scheduler="sync", progress=False,
+                             config=PrepareConfig(n_pix=500, wave_min=3700, wave_max=7000, **SMALL))
+    assert result.n_kept == 8
+    d = open_dataset(tmp_path / "d.zarr")
+    assert sorted(d.ids) == sorted(f"1234-56789-{f:04d}" for f in range(1, 9))
+    assert result.rejects_by_reason == {"not a FITS file": 1, "truncated": 1, "no redshift": 1, "no good pixel": 1}
+
+
+@pytest.fixture(scope="module")
+def mock_dataset(small_mock, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prep") / "mock.zarr"
+    prepare_dataset(small_mock.paths, out, catalog=small_mock.catalog_path, scheduler="sync", progress=False,
+                    config=PrepareConfig(**SMALL), keep_staging=False)
+    return out
+
+
+def test_mock_dataset_matches_its_catalogue(small_mock, mock_dataset):
+    d = open_dataset(mock_dataset)
+    assert d.attrs["catalog_match"]["matched"] == len(d) and d.attrs["catalog_match"]["unmatched"] == 0
+    truth = {row["id"]: row for row in small_mock.truth}
+    for row in d.props[:10]:
+        assert row["z"] == pytest.approx(truth[row["id"]]["z"], abs=1e-4)
+    assert np.isfinite(d.props["logmstar"]).mean() > 0.9
+    assert np.allclose(d.props["logssfr"], d.props["logsfr"] - d.props["logmstar"], equal_nan=True)
+
+
+def test_local_dask_cluster_gives_the_same_dataset(small_mock, mock_dataset, tmp_path):
+    out = tmp_path / "dask.zarr"
+    prepare_dataset(small_mock.paths, out, catalog=small_mock.catalog_path, workers=2, progress=False,
+                    config=PrepareConfig(**SMALL))
+    _, a = _arrays(mock_dataset)
+    _, b = _arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_rerun_is_instant_and_identical(small_mock, mock_dataset):
+    before = (Path(mock_dataset) / "zarr.json").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    result = prepare_dataset(small_mock.paths, mock_dataset, catalog=small_mock.catalog_path, scheduler="sync",
+                             progress=False, config=PrepareConfig(**SMALL))
+    assert time.perf_counter() - t0 < 2.0
+    assert (Path(mock_dataset) / "zarr.json").stat().st_mtime_ns == before
+    assert result.n_kept == len(open_dataset(mock_dataset))
+
+
+_SLOW_RUN = """
+import sys, time
+from galvae.prepare import pipeline, PrepareConfig
+slow = getattr(pipeline, sys.argv[1])
+def slowed(*args):
+    out = slow(*args)
+    time.sleep(0.4)  # room for the test to kill this process between two tasks' writes
+    return out
+setattr(pipeline, sys.argv[1], slowed)
+paths = sys.argv[4:]
+pipeline.prepare_dataset(paths, sys.argv[2], catalog=sys.argv[3], scheduler="sync", progress=False,
+                         config=PrepareConfig(files_per_task=7, rows_per_chunk=16))
+"""
+
+
+@pytest.mark.parametrize("stage, marker", [("stage_chunk", "chunk-*.npz"), ("fill_block", "block-*.done")])
+def test_killed_run_resumes_to_the_same_dataset(small_mock, mock_dataset, tmp_path, stage, marker):
+    out = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, stage, str(out), str(small_mock.catalog_path),
+                             *map(str, small_mock.paths)])
+    staging = out / ".staging"
+    deadline = time.time() + 60
+    while len(list(staging.glob(marker))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in staging.glob(marker))
+    assert 2 <= len(done_before) < (9 if stage == "stage_chunk" else 4)
+    assert not (out / "zarr.json").exists() or "complete" not in (out / "zarr.json").read_text()
+    with pytest.raises(ValueError, match="unfinished"):
+        open_dataset(out)
+    prepare_dataset(small_mock.paths, out, catalog=small_mock.catalog_path, scheduler="sync", progress=False,
+                    config=PrepareConfig(**SMALL), keep_staging=True)
+    # finished tasks were not redone: their files are the ones the killed run wrote
+    for name in done_before:
+        assert (staging / name).exists()
+    _, a = _arrays(mock_dataset)
+    _, b = _arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_split_is_stable_when_the_survey_grows():
+    ids = [f"{p:04d}-55555-{f:04d}" for p in range(300, 320) for f in range(1, 101)]
+    full = split_of(ids)
+    part = split_of(ids[::3])
+    np.testing.assert_array_equal(full[::3], part)
+    frac = np.bincount(full, minlength=3) / len(ids)
+    np.testing.assert_allclose(frac, [0.8, 0.1, 0.1], atol=0.02)
+    with pytest.raises(ValueError):
+        split_of(ids, (0.5, 0.5, 0.5))
