@@ -81,3 +81,18 @@ def test_download_verb_against_local_server(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
         "spec-0266-51602-0001.fits", "spec-0266-51602-0002.fits"]
     assert main(["download", "--catalog", str(tmp_path / "nope.dat"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_prepare_train_encode_on_real_files(sdss_dir, tmp_path, capsys):
+    from astropy.table import Table
+
+    data = tmp_path / "real.zarr"
+    assert main(["prepare", "--spectra", str(sdss_dir), "--out", str(data), "--scheduler", "sync", "--quiet"]) == 0
+    assert "prepared 11 of 30 spectra" in capsys.readouterr().out
+    assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "m"), "--epochs", "2",
+                 "--quiet"]) == 0
+    assert "model written to" in capsys.readouterr().out
+    assert main(["encode", "--model", str(tmp_path / "m"), "--data", str(data), "--out", str(tmp_path / "l.fits")]) == 0
+    latents = Table.read(tmp_path / "l.fits")
+    assert len(latents) == 11 and {"mu_1", "mu_2", "sigma_1", "chi2_per_pixel", "elbo"} <= set(latents.colnames)
+    assert main(["train", "--data", str(tmp_path / "missing.zarr"), "--latent", "2", "--out", str(tmp_path / "x")]) == 2

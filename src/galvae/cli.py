@@ -128,6 +128,47 @@ def _cmd_prepare(args) -> int:
     return 1 if args.strict and result.n_rejected else 0
 
 
+def _cmd_train(args) -> int:
+    """Train one VAE / CVAE (or a PCA baseline) on a prepared dataset."""
+    from .fit import fit, fit_pca
+    from .prepare import open_dataset
+
+    try:
+        data = open_dataset(args.data)
+        conditions = tuple(c for c in (args.conditions or "").split(",") if c)
+        if args.arch in ("pca", "wpca"):
+            out = fit_pca(data, args.out, n_components=args.latent, weighted=args.arch == "wpca")
+        else:
+            out = fit(data, args.out, latent_dim=args.latent, conditions=conditions, arch=args.arch, loss=args.loss,
+                      beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      patience=args.patience, device=args.device, resume=args.resume, progress=not args.quiet,
+                      time_limit=args.time_limit, overwrite=args.overwrite)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import json
+
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    test = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    print(f"model written to {out}")
+    print("test: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in test.items()))
+    return 0
+
+
+def _cmd_encode(args) -> int:
+    """Encode a dataset's spectra with a trained model into a latent table."""
+    from .fit import encode_dataset
+    from .prepare import open_dataset
+
+    try:
+        path = encode_dataset(args.model, open_dataset(args.data), args.out, device=args.device)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"latent table written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -206,6 +247,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if any spectrum was rejected")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="train one VAE / CVAE (or PCA baseline) on a dataset")
+    p.add_argument("--data", required=True, help="dataset.zarr from `galvae prepare`")
+    p.add_argument("--latent", type=int, required=True, help="latent dimension d (components for PCA)")
+    p.add_argument("--conditions", default="", help="CVAE conditions, comma-separated: logmstar,logsfr,logssfr,metallicity")
+    p.add_argument("--out", required=True, help="model directory")
+    p.add_argument("--arch", default="compact", choices=["compact", "paper", "pca", "wpca"],
+                   help="compact (fast MLP, default), paper (the authors' CNN), pca, wpca (ivar-weighted EM-PCA)")
+    p.add_argument("--loss", default="gaussian", choices=["gaussian", "mse"],
+                   help="gaussian ivar likelihood (default) or the paper's plain MSE")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=None, help="default 128 on CPU, 2048 on GPU")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=10, help="early stopping on val (epochs)")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, …")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a directory that holds a model")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("encode", help="encode a dataset with a trained model → latents.fits")
+    p.add_argument("--model", required=True, help="model directory from `galvae train`")
+    p.add_argument("--data", required=True, help="dataset.zarr")
+    p.add_argument("--out", required=True, help="latent table (FITS or ECSV)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_encode)
 
     return parser
 

@@ -83,7 +83,7 @@ def open_dataset(path: str | Path, load: bool = True) -> Dataset:
     if not attrs.get("complete"):
         raise ValueError(f"{path} is an unfinished dataset: rerun `galvae prepare` to complete it")
     get = (lambda a: a[...]) if load else (lambda a: a)
-    props = Table({name: root["props"][name][...] for name in attrs["props_columns"]})
+    props = Table({name: _column(root["props"][name]) for name in attrs["props_columns"]})
     return Dataset(
         wave=root["wave"][...], flux=get(root["flux"]), ivar=get(root["ivar"]), filled=get(root["filled"]),
         norm=root["norm"][...], split=root["split"][...], props=props, attrs=attrs, path=str(path),
@@ -97,4 +97,10 @@ def read_rejects(path: str | Path):
 
     root = zarr.open_group(str(path), mode="r")
     g = root["rejects"]
-    return Table({k: g[k][...] for k in ("path", "id", "reason")})
+    return Table({k: _column(g[k]) for k in ("path", "id", "reason")})
+
+
+def _column(array) -> np.ndarray:
+    """A stored 1-D column as plain NumPy; Zarr's variable-length strings become fixed-width str."""
+    values = array[...]
+    return np.array(values.tolist(), dtype=str) if values.dtype.kind in "OT" else values

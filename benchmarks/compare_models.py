@@ -1,0 +1,119 @@
+"""Held-out χ²/pixel on ``test`` at d = 2, 4, 6: VAE (compact), VAE (paper), PCA and weighted PCA.
+
+Every model is trained on ``train`` (the VAEs stop early on ``val``) and scored on ``test`` with the
+shared definitions of :mod:`galvae.likelihood`. Cells already finished in ``--out`` are reused, so an
+interrupted comparison resumes. Writes ``compare.ecsv`` and, when matplotlib is installed,
+``compare.png``; prints the table and how far the compact VAE at d = 4 is below each PCA at d = 4.
+
+    python benchmarks/compare_models.py --data dataset.zarr --out out/compare
+    python benchmarks/compare_models.py --synthetic 5000 --n-pix 1000 --out out/compare-synthetic
+    # on a CPU, cap the paper architecture's training time per cell (stated in the table):
+    python benchmarks/compare_models.py --data dataset.zarr --paper-time 900
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from galvae.fit import fit, fit_pca
+
+log = logging.getLogger("compare_models")
+MODELS = ("pca", "weighted_pca", "vae_compact", "vae_paper")
+
+
+def run_cell(dataset, out: Path, model: str, d: int, args) -> dict:
+    """Fit one model (or reuse a finished one) and return its row of the table."""
+    cell = out / f"{model}_d{d}"
+    if model in ("pca", "weighted_pca"):
+        if not (cell / "metrics.json").exists():
+            fit_pca(dataset, cell, d, weighted=model == "weighted_pca")
+    else:
+        arch = model.removeprefix("vae_")
+        limit = args.paper_time if arch == "paper" else args.compact_time
+        epochs = args.paper_epochs if arch == "paper" else args.epochs
+        fit(dataset, cell, latent_dim=d, arch=arch, epochs=epochs, seed=args.seed, patience=args.patience,
+            device=args.device, resume=True, progress=not args.quiet, time_limit=limit or None)
+    m = json.loads((cell / "metrics.json").read_text())
+    return {"model": model, "d": d, "chi2_per_pixel": m["chi2_per_pixel"]["mean"],
+            "chi2_per_pixel_err": m["chi2_per_pixel"]["stderr"], "ln_likelihood": m["ln_likelihood"]["mean"],
+            "ln_likelihood_err": m["ln_likelihood"]["stderr"], "bic": m["bic"]["mean"],
+            "n_test": m["n_test"], "epochs": m.get("epochs_run", 0), "train_seconds": m.get("train_seconds", 0.0),
+            "status": m.get("status", "done")}
+
+
+def write_figure(table, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed: no figure")
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for model in MODELS:
+        rows = table[table["model"] == model]
+        if len(rows):
+            ax.errorbar(rows["d"], rows["chi2_per_pixel"], yerr=rows["chi2_per_pixel_err"], marker="o",
+                        capsize=3, label=model.replace("_", " "))
+    ax.set_xlabel("latent dimensions d")
+    ax.set_ylabel("test χ² per good pixel")
+    ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a dataset.zarr from `galvae prepare`")
+    src.add_argument("--synthetic", type=int, help="use this many synthetic spectra instead")
+    p.add_argument("--n-pix", type=int, default=1000, help="pixels of the synthetic spectra")
+    p.add_argument("--out", default="out/compare")
+    p.add_argument("--d", type=int, nargs="+", default=[2, 4, 6])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--epochs", type=int, default=200, help="compact VAE epochs (early stopping on val)")
+    p.add_argument("--paper-epochs", type=int, default=100)
+    p.add_argument("--paper-time", type=float, default=0, help="seconds of training per paper cell (0: no cap)")
+    p.add_argument("--compact-time", type=float, default=0, help="seconds per compact cell (0: no cap)")
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from astropy.table import Table
+
+    if args.data:
+        from galvae.prepare.dataset import open_dataset
+
+        dataset = open_dataset(args.data)
+    else:
+        from galvae.models.synthetic import synthetic_dataset
+
+        dataset = synthetic_dataset(args.synthetic, args.n_pix, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [run_cell(dataset, out, model, d, args) for d in args.d for model in args.models]
+    table = Table(rows=rows)
+    table.meta["dataset"] = args.data or f"synthetic {args.synthetic} x {args.n_pix}"
+    table.meta["paper_time_cap_s"] = args.paper_time
+    table.write(out / "compare.ecsv", overwrite=True)
+    write_figure(table, out / "compare.png")
+    print(table)
+    for ref in ("pca", "weighted_pca"):
+        a = table[(table["model"] == "vae_compact") & (table["d"] == 4)]
+        b = table[(table["model"] == ref) & (table["d"] == 4)]
+        if len(a) and len(b):
+            ratio = a["chi2_per_pixel"][0] / b["chi2_per_pixel"][0]
+            print(f"d = 4: χ²/pixel of compact VAE / {ref.replace('_', ' ')} = {ratio:.3f} (target ≤ 0.80)")
+
+
+if __name__ == "__main__":
+    main()

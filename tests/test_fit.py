@@ -1,0 +1,250 @@
+"""The trainer: learning, determinism, kill-and-resume, the NaN guard, model directories, encoding."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import galvae.fit as fitmod
+from galvae import likelihood as lk
+from galvae.fit import encode_dataset, fit, fit_pca
+from galvae.models import TrainedVAE, load_model, load_weights, weights_path
+from galvae.models.synthetic import synthetic_dataset
+
+N, P = 600, 256
+FAST = {"epochs": 6, "batch_size": 64, "lr": 2e-3, "progress": False, "patience": 50}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(N, P, seed=7)
+
+
+def history(model_dir):
+    with open(model_dir / "history.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- learning ----------------------------------------------------------------------------------------
+
+def test_training_lowers_val_loss_and_beats_the_mean_spectrum(data, tmp_path):
+    out = fit(data, tmp_path / "m", latent_dim=3, **dict(FAST, epochs=10))
+    rows = history(out)
+    assert [r["epoch"] for r in rows] == [str(i) for i in range(1, 11)]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = data.indices("test")
+    mean_spectrum = data.flux[data.indices("train")].mean(0)
+    chi2_mean = np.mean(lk.chi2_per_pixel(data.flux[test], mean_spectrum[None], data.ivar[test]))
+    assert metrics["chi2_per_pixel"]["mean"] < 0.5 * chi2_mean
+    assert metrics["n_test"] == len(test) and metrics["k"] == 3
+    for key in ("ln_likelihood", "elbo", "chi2_per_pixel", "bic"):
+        assert np.isfinite(metrics[key]["mean"]) and metrics[key]["stderr"] > 0
+    assert metrics["elbo"]["mean"] < metrics["ln_likelihood"]["mean"]  # the ELBO pays the KL
+    config = json.loads((out / "config.json").read_text())
+    assert config["status"] == "done" and config["dataset_digest"] == data.attrs["inputs_digest"]
+    assert not (out / "checkpoint.pt").exists() and not (out / "best.pt").exists()
+
+
+@pytest.mark.parametrize("arch,loss", [("paper", "gaussian"), ("compact", "mse")])
+def test_other_architecture_and_loss_train(data, tmp_path, arch, loss):
+    out = fit(data, tmp_path / "m", latent_dim=2, arch=arch, loss=loss, **dict(FAST, epochs=2))
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["arch"] == arch and config["training"]["loss"] == loss
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["chi2_per_pixel"]["mean"])
+
+
+def test_same_seed_gives_identical_weights(data, tmp_path):
+    a = fit(data, tmp_path / "a", latent_dim=2, seed=3, **dict(FAST, epochs=3))
+    b = fit(data, tmp_path / "b", latent_dim=2, seed=3, **dict(FAST, epochs=3))
+    c = fit(data, tmp_path / "c", latent_dim=2, seed=4, **dict(FAST, epochs=3))
+    wa, wb, wc = (load_weights(weights_path(d)) for d in (a, b, c))
+    assert state_dicts_equal(wa, wb)
+    assert not state_dicts_equal(wa, wc)
+
+
+# ---- kill and resume ---------------------------------------------------------------------------------
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from galvae.fit import fit
+    from galvae.models.synthetic import synthetic_dataset
+
+    def crash(epoch, row):
+        if epoch == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a power cut after the checkpoint
+
+    data = synthetic_dataset({n}, {p}, seed=7)
+    fit(data, sys.argv[1], latent_dim=2, seed=5, callback=crash, epochs=6, batch_size=64, lr=2e-3,
+        progress=False, patience=50)
+""").format(n=N, p=P)
+
+
+def test_killed_training_resumes_to_the_same_result(data, tmp_path):
+    """Kill -9 after epoch 3 of 6, resume: the best validation loss and the weights equal an
+    uninterrupted run's exactly (bit for bit on this CPU)."""
+    whole = fit(data, tmp_path / "whole", latent_dim=2, seed=5, **FAST)
+
+    killed = tmp_path / "killed"
+    script = tmp_path / "train.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(killed), "3"], capture_output=True, text=True, check=False)
+    assert proc.returncode == -9, proc.stderr
+    assert (killed / "checkpoint.pt").exists() and not (killed / "metrics.json").exists()
+    assert len(history(killed)) == 3
+
+    resumed = fit(data, killed, latent_dim=2, seed=5, resume=True, **FAST)
+    m_whole = json.loads((whole / "metrics.json").read_text())
+    m_resumed = json.loads((resumed / "metrics.json").read_text())
+    assert m_resumed["best_val_loss"] == m_whole["best_val_loss"]
+    assert m_resumed["best_epoch"] == m_whole["best_epoch"]
+    assert state_dicts_equal(load_weights(weights_path(whole)), load_weights(weights_path(resumed)))
+    assert [r["val_loss"] for r in history(resumed)] == [r["val_loss"] for r in history(whole)]
+
+
+def test_resume_after_an_exception_and_of_a_finished_model(data, tmp_path):
+    def fail_after_2(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    whole = fit(data, tmp_path / "whole", latent_dim=2, seed=1, **dict(FAST, epochs=4))
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, tmp_path / "r", latent_dim=2, seed=1, callback=fail_after_2, **dict(FAST, epochs=4))
+    out = fit(data, tmp_path / "r", latent_dim=2, seed=1, resume=True, **dict(FAST, epochs=4))
+    assert json.loads((out / "metrics.json").read_text())["best_val_loss"] == \
+        json.loads((whole / "metrics.json").read_text())["best_val_loss"]
+    before = (out / "metrics.json").stat().st_mtime_ns
+    fit(data, out, latent_dim=2, seed=1, resume=True, **dict(FAST, epochs=4))  # finished: nothing to do
+    assert (out / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_directory_guards(data, tmp_path):
+    def stop(epoch, row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, tmp_path / "m", latent_dim=2, callback=stop, **FAST)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        fit(data, tmp_path / "m", latent_dim=2, **FAST)
+    with pytest.raises(ValueError, match="settings differ"):
+        fit(data, tmp_path / "m", latent_dim=3, resume=True, **FAST)
+
+
+# ---- NaN guard ---------------------------------------------------------------------------------------
+
+def test_nan_guard_reloads_lowers_rate_then_stops(data, tmp_path, monkeypatch, caplog):
+    real = fitmod.vae_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 2 * 10 else loss  # finite for 2 epochs of 10 batches
+
+    monkeypatch.setattr(fitmod, "vae_loss", poisoned)
+    out = fit(data, tmp_path / "m", latent_dim=2, **dict(FAST, epochs=8, batch_size=48))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+    assert metrics["best_epoch"] == 2 and np.isfinite(metrics["chi2_per_pixel"]["mean"])
+    assert "lowering the learning rate" in caplog.text and "training stopped" in caplog.text
+    assert len(history(out)) == 2
+
+
+# ---- conditions, loading, encoding -------------------------------------------------------------------
+
+def test_cvae_excludes_spectra_without_conditions_and_stores_transforms(data, tmp_path):
+    names = ("logmstar", "logsfr")
+    out = fit(data, tmp_path / "cvae", latent_dim=2, conditions=names, **dict(FAST, epochs=2))
+    config = json.loads((out / "config.json").read_text())
+    missing = ~np.isfinite(np.asarray(data.props["logmstar"])) | ~np.isfinite(np.asarray(data.props["logsfr"]))
+    for name in ("train", "val", "test"):
+        assert config["n_excluded_missing_conditions"][name] == int(missing[data.indices(name)].sum())
+    assert [c["name"] for c in config["conditions"]] == list(names)
+    assert all(isinstance(c[k], float) for c in config["conditions"] for k in ("lmbda", "mean", "std"))
+    assert json.loads((out / "metrics.json").read_text())["k"] == 4
+
+    model = load_model(out)
+    rows = np.flatnonzero(~missing)[:5]
+    with pytest.raises(ValueError, match="needs conditions"):
+        model.encode(data.flux[rows])
+    mu_table, _ = model.encode(data.flux[rows], conditions=data.props[rows])
+    mu_array, _ = model.encode(data.flux[rows], conditions=model.conditions.raw_values(data.props, rows))
+    assert np.array_equal(mu_table, mu_array)
+
+    table = encode_dataset(out, data, tmp_path / "latents.fits", progress=False)
+    assert np.isnan(table["mu_1"][missing]).all() and np.isfinite(table["mu_1"][~missing]).all()
+
+
+def test_load_model_round_trip_and_encode_dataset(data, tmp_path):
+    out = fit(data, tmp_path / "m", latent_dim=3, **dict(FAST, epochs=2))
+    a, b = load_model(out), load_model(out)
+    assert isinstance(a, TrainedVAE) and a.latent_dim == 3 and a.config["kind"] == "vae"
+    mu_a, sigma_a = a.encode(data.flux[:50])
+    mu_b, sigma_b = b.encode(data.flux[:50])
+    assert np.array_equal(mu_a, mu_b) and np.array_equal(sigma_a, sigma_b)
+    assert a.decode(mu_a).shape == (50, P)
+    assert np.all(sigma_a > 0)
+
+    from astropy.table import Table
+
+    encode_dataset(out, data, tmp_path / "lat.fits", progress=False)
+    t = Table.read(tmp_path / "lat.fits")
+    assert len(t) == N
+    assert {"id", "z", "split", "mu_1", "mu_3", "sigma_3", "chi2_per_pixel", "elbo"} <= set(t.colnames)
+    assert np.allclose(np.array([t["mu_1"], t["mu_2"], t["mu_3"]]).T[:50], mu_a, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_are_never_unpickled(data, tmp_path):
+    out = fit(data, tmp_path / "m", latent_dim=2, **dict(FAST, epochs=1))
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = weights_path(out)
+    if path.suffix == ".safetensors":
+        pytest.skip("safetensors files hold no pickles")
+    torch.save({"evil": Evil()}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unpickl"):
+        load_model(out)
+    assert not marker.exists()
+
+
+def test_pca_baselines_write_model_directories(data, tmp_path):
+    for weighted in (False, True):
+        out = fit_pca(data, tmp_path / f"pca{weighted}", 3, weighted=weighted)
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["k"] == 3 and m["n_test"] == len(data.indices("test"))
+        table = encode_dataset(out, data, tmp_path / f"pca{weighted}.ecsv", progress=False)
+        assert np.isfinite(table["mu_3"]).all() and np.isnan(table["elbo"]).all()
+
+
+def test_fit_reads_lazy_zarr_arrays(data, tmp_path):
+    """open_dataset(load=False) leaves flux and ivar as Zarr arrays: training and encoding take rows from them."""
+    import dataclasses
+
+    zarr = pytest.importorskip("zarr")
+    lazy = {}
+    for name in ("flux", "ivar"):
+        a = getattr(data, name)
+        z = zarr.create_array(store={}, shape=a.shape, chunks=(100, a.shape[1]), dtype=a.dtype)
+        z[:] = a
+        lazy[name] = z
+    lazy_data = dataclasses.replace(data, **lazy)
+    a = fit(lazy_data, tmp_path / "lazy", latent_dim=2, **dict(FAST, epochs=1))
+    b = fit(data, tmp_path / "eager", latent_dim=2, **dict(FAST, epochs=1))
+    assert state_dicts_equal(load_weights(weights_path(a)), load_weights(weights_path(b)))
+    table = encode_dataset(a, lazy_data, tmp_path / "lat.ecsv", progress=False)
+    assert np.isfinite(table["mu_2"]).all()
