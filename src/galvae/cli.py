@@ -169,6 +169,66 @@ def _cmd_encode(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    """Every stage from one configuration: mock (or SDSS files) → prepare → select → explain → report."""
+    from .config import load_config
+    from .run import run
+
+    try:
+        cfg = load_config(args.preset, args.config, source=args.source, spectra=args.spectra, catalog=args.catalog,
+                          workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
+        if cfg.source == "sdss" and not cfg.catalog:
+            log.warning("no --catalog: physical properties will be NaN, CVAEs and MI cannot run")
+        report = run(args.out, cfg, progress=not args.quiet)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    """Rotate a VAE's latents to D1…Dd and explain them: MI, maps, traversals, SHAP, latent catalogue."""
+    from .explain import explain
+
+    try:
+        result = explain(args.model, args.data, args.out, truth=args.truth, cvae_dirs=args.cvae or (),
+                         seed=args.seed, n_boot=args.n_boot, n_background=args.shap_background,
+                         n_explain=args.shap_explain, progress=not args.quiet)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ratios = ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(result.rotation.explained_variance_ratio_))
+    print(f"analysis written to {result.analysis_dir}\nexplained variance: {ratios}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    """Write the self-contained HTML report of a run folder (or of explicitly given artifacts)."""
+    import json
+
+    from .report import write_report
+
+    run = Path(args.run) if args.run else None
+    data = args.data or (run / "dataset.zarr" if run else None)
+    analysis = args.analysis or (run / "analysis" if run else None)
+    select = args.select or (run / "select" if run and (run / "select").exists() else None)
+    out = args.out or run
+    if not (data and analysis and out):
+        print("give --run DIR, or --data, --analysis and --out", file=sys.stderr)
+        return 2
+    config = None
+    if run and (run / "config.json").exists():
+        config = json.loads((run / "config.json").read_text())
+    try:
+        path = write_report(out, data, analysis, select_dir=select, config=config)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -177,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"galvae {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the whole analysis from one command (default: the embedded mock survey)")
+    p.add_argument("--out", default="galvae-run", help="run folder (default ./galvae-run); reruns resume")
+    p.add_argument("--preset", default="demo", choices=["demo", "paper"],
+                   help="demo: sized for a 2-core laptop (default); paper: the paper's full grid, for GPUs")
+    p.add_argument("--config", help="YAML file overriding preset settings (sections mock/prepare/select/explain)")
+    p.add_argument("--source", choices=["mock", "sdss"], default=None, help="mock (default) or sdss files")
+    p.add_argument("--spectra", help="folder of SDSS spec files (with --source sdss)")
+    p.add_argument("--catalog", help="GSWLC-2 or specObj catalogue (with --source sdss)")
+    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler to use")
+    p.add_argument("--cluster", choices=["local", "slurm"], default=None, help="local (default) or slurm")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("inspect", help="read SDSS spectrum files; list what was read and what was rejected")
     p.add_argument("paths", nargs="+", help="spec-*.fits files or folders holding them")
@@ -276,6 +350,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="latent table (FITS or ECSV)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("explain", help="D1…Dd rotation, mutual information, maps, traversals, SHAP of a VAE")
+    p.add_argument("--model", required=True, help="a plain VAE's model directory")
+    p.add_argument("--data", required=True, help="the dataset.zarr it was trained on")
+    p.add_argument("--out", required=True, help="folder; the analysis goes to OUT/analysis")
+    p.add_argument("--truth", help="a mock's truth.fits: MI and Spearman ρ with every true parameter")
+    p.add_argument("--cvae", nargs="*", help="CVAE model directories to decode along their conditions (Figure 5)")
+    p.add_argument("--n-boot", type=int, default=30, help="resamplings for MI uncertainties (default 30)")
+    p.add_argument("--shap-background", type=int, default=100, help="SHAP background spectra (default 100)")
+    p.add_argument("--shap-explain", type=int, default=50, help="spectra explained by SHAP (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("report", help="self-contained HTML report of a run")
+    p.add_argument("--run", help="a run folder (dataset.zarr, select/, analysis/ inside)")
+    p.add_argument("--data", help="dataset.zarr (default RUN/dataset.zarr)")
+    p.add_argument("--analysis", help="explain's analysis folder (default RUN/analysis)")
+    p.add_argument("--select", help="select's folder (default RUN/select when present)")
+    p.add_argument("--out", help="folder for report/index.html (default RUN)")
+    p.set_defaults(func=_cmd_report)
 
     return parser
 

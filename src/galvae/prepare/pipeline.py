@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sources.sdss import Reject, find_spectrum_files, read_spectra
+from .._dask import close_client, make_client, run_tasks
+from ..sources.sdss import find_spectrum_files, read_spectra
 from . import dataset as ds
 from .gappy_pca import fit_fill_basis, fill_with_basis
 from .masks import bad_pixel_mask
@@ -267,46 +268,6 @@ def fit_basis(staging: Path, chunk_counts: list[int], cfg: PrepareConfig) -> Non
 
 # -------------------------------------------------------------------------------------- driver
 
-def _client(scheduler: str | None, cluster: str | None, workers: int | None):
-    """A Dask client: 'sync' runs in-process (no Dask); an address joins a cluster; 'slurm' starts one."""
-    if scheduler == "sync":
-        return None
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO chatter drowns the progress bar
-    if scheduler:
-        return Client(scheduler)
-    if cluster == "slurm":
-        from dask_jobqueue import SLURMCluster  # optional extra: pip install galvae[cluster]
-
-        slurm = SLURMCluster(cores=1, processes=1, memory="4GB")
-        slurm.scale(jobs=workers or 4)
-        return Client(slurm)
-    n = workers or os.cpu_count() or 1
-    return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.WARNING))
-
-
-def _run_tasks(client, fn, args_list, desc: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(args_list), desc=desc, unit="task", disable=not progress)
-    results = []
-    if client is None:
-        for args in args_list:
-            results.append(fn(*args))
-            bar.update()
-    else:
-        from distributed import as_completed
-
-        futures = [client.submit(fn, *args, pure=False) for args in args_list]
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            bar.update()
-    bar.close()
-    return results
-
-
 def _inputs_digest(paths: list[str], cfg: PrepareConfig, catalog) -> str:
     h = hashlib.sha1(cfg.digest().encode())
     for p in paths:
@@ -351,10 +312,10 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
     (staging / "inputs.json").write_text(json.dumps({"digest": digest, "n_files": len(paths)}))
 
     chunks = [paths[i:i + cfg.files_per_task] for i in range(0, len(paths), cfg.files_per_task)]
-    client = _client(scheduler, cluster, workers)
+    client = make_client(scheduler, cluster, workers)
     try:
         log.info("cluster ready after %.1f s", time.perf_counter() - t0)
-        tallies = _run_tasks(client, stage_chunk, [(i, c, str(staging), cfg) for i, c in enumerate(chunks)],
+        tallies = run_tasks(client, stage_chunk, [(i, c, str(staging), cfg) for i, c in enumerate(chunks)],
                              "prepare: read+resample", progress)
         log.info("pass 1 done after %.1f s", time.perf_counter() - t0)
         counts = [0] * len(chunks)
@@ -365,18 +326,14 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
             raise ValueError(f"no spectrum of {len(paths)} passed the selection; see the rejects in {staging}")
         # On a worker, like every heavy step: workers run single-threaded BLAS, which is many times
         # faster here than an oversubscribed multi-threaded BLAS in the driver.
-        _run_tasks(client, fit_basis, [(staging, counts, cfg)], "prepare: gappy-PCA basis", progress)
+        run_tasks(client, fit_basis, [(staging, counts, cfg)], "prepare: gappy-PCA basis", progress)
         log.info("basis fitted after %.1f s", time.perf_counter() - t0)
         _create_arrays(out, n_rows, cfg)
         n_blocks = -(-n_rows // cfg.rows_per_chunk)
-        _run_tasks(client, fill_block, [(b, str(out), counts, cfg) for b in range(n_blocks)],
+        run_tasks(client, fill_block, [(b, str(out), counts, cfg) for b in range(n_blocks)],
                    "prepare: gappy-PCA fill", progress)
     finally:
-        if client is not None:
-            cluster_obj = getattr(client, "cluster", None)
-            client.close()
-            if cluster_obj is not None and scheduler is None:
-                cluster_obj.close()
+        close_client(client)
     log.info("pass 2 done after %.1f s", time.perf_counter() - t0)
     result = _finalise(out, paths, counts, catalog, cfg, digest)
     if not keep_staging:

@@ -1,0 +1,184 @@
+"""Does the selection grid recover a known dimension? Mocks with m varying parameters, VAE only.
+
+For each m, a bagpipes mock survey in which only m generating parameters vary (all others, redshift
+and stellar mass included, pinned to typical values; noise, sky, resolution, fibre aperture and masks
+vary as always) is prepared and a VAE-only grid d = 1..8 × seeds is trained with ``select_grid``. The
+chosen d of each criterion is compared with m:
+
+* ``bic``     the paper's: lowest mean test BIC (k ln P − 2 ln L at the posterior mean);
+* ``elbo``    highest mean test ELBO;  ``iwae``: highest importance-weighted bound on ln p(x);
+* ``active``  the number of latent dimensions the d = 8 VAEs use (Var_x E_q[z_j] > 0.01).
+
+Everything is cached and resumable (mocks, datasets, grid cells): a rerun only redoes the analysis.
+
+    python benchmarks/recover_dimension.py                          # m = 2, 3, 5; d = 1..8; 2 seeds
+    python benchmarks/recover_dimension.py --m 2 --latent 1-4 --seeds 1 --epochs 10   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("recover_dimension")
+
+#: Parameters that change the spectrum's shape (not only its amplitude), in the order they are added:
+#: sSFR (emission lines, blue continuum), age (4000 Å break, Balmer absorption), stellar metallicity
+#: (metal lines, colour), dust (the continuum's slope), ionisation parameter (line ratios).
+VARY = {2: ("logssfr", "age"), 3: ("logssfr", "age", "logzsol"),
+        5: ("logssfr", "age", "logzsol", "a_v", "logu")}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/recovery")
+    p.add_argument("--m", default="2,3,5", help="numbers of varying parameters (keys of VARY)")
+    p.add_argument("--n", type=int, default=2500, help="galaxies per mock")
+    p.add_argument("--latent", default="1-8")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--time-limit", type=float, default=100.0, help="seconds of training per cell (a safety net)")
+    p.add_argument("--n-iwae", type=int, default=32, help="importance samples of the IWAE bound")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--mock-seed", type=int, default=1)
+    p.add_argument("--figure", default="docs/figures/recovery_bic_vs_d.png")
+    return p.parse_args(argv)
+
+
+def dataset_for(m: int, args) -> Path:
+    """Make (or find) the mock with m varying parameters and its prepared dataset."""
+    from galvae.prepare.pipeline import prepare_dataset
+    from galvae.sources.mock import make_mock_survey
+
+    root = Path(args.out) / f"m{m}"
+    survey = make_mock_survey(root / "mock", n=args.n, seed=args.mock_seed, vary=",".join(VARY[m]),
+                              workers=args.workers, progress=False)
+    data = root / "dataset.zarr"
+    if not data.exists():
+        prepare_dataset(root / "mock" / "spectra", data, catalog=survey.truth, scheduler="sync", progress=False)
+    return data
+
+
+def curves(table) -> dict:
+    """Per d: each criterion's value (mean over seeds, and the best-validation seed's) and its seed spread."""
+    from galvae.select.report import model_groups
+
+    out = {}
+    for column in ("bic_mean", "elbo_mean", "iwae_mean", "ln_l_mean", "chi2_per_pixel", "n_active", "kl_mean"):
+        for seeds, suffix in (("mean", ""), ("best_val", "_best_restart")):
+            groups = sorted((g for g in model_groups(table, column, seeds) if g["conditions_label"] == "vae"),
+                            key=lambda g: g["d"])
+            out[column + suffix] = {"d": [g["d"] for g in groups], "mean": [g["mean"] for g in groups],
+                                    "seed_std": [g["seed_std"] for g in groups],
+                                    "by_seed": [g["seeds"] for g in groups]}
+    return out
+
+
+def chosen_dimensions(c: dict) -> dict:
+    """The d each criterion picks."""
+    d = np.array(c["bic_mean"]["d"])
+    return {
+        "bic": int(d[np.argmin(c["bic_mean"]["mean"])]),
+        "bic_best_restart": int(d[np.argmin(c["bic_mean_best_restart"]["mean"])]),
+        "elbo": int(d[np.argmax(c["elbo_mean"]["mean"])]),
+        "elbo_best_restart": int(d[np.argmax(c["elbo_mean_best_restart"]["mean"])]),
+        "iwae": int(d[np.argmax(c["iwae_mean"]["mean"])]),
+        "iwae_best_restart": int(d[np.argmax(c["iwae_mean_best_restart"]["mean"])]),
+        "active_at_dmax": sorted(c["n_active"]["by_seed"][-1].values()),
+    }
+
+
+def _criterion_panel(ax, c: dict, col: str, scale: float, m: int) -> None:
+    """Δ(scale × criterion) against d: mean over seeds ± std, each seed, and the best-validation seed."""
+    d = np.array(c[col]["d"])
+    mean = scale * np.array(c[col]["mean"], dtype=float)
+    restart = scale * np.array(c[col + "_best_restart"]["mean"], dtype=float)
+    ref = min(np.nanmin(mean), np.nanmin(restart))
+    std = abs(scale) * np.nan_to_num(np.array(c[col]["seed_std"], dtype=float))
+    for dd, seeds in zip(d, c[col]["by_seed"], strict=True):
+        ax.plot([dd] * len(seeds), scale * np.array(list(seeds.values())) - ref, ".", color="0.6", ms=4)
+    ax.errorbar(d, mean - ref, yerr=std, marker="o", capsize=3,
+                label=f"mean over seeds ± std (best d = {d[np.argmin(mean)]})")
+    ax.plot(d, restart - ref, "s--", mfc="none", color="tab:green", ms=6,
+            label=f"best-val seed (best d = {d[np.argmin(restart)]})")
+    ax.axvline(m, color="tab:red", ls=":", label=f"true m = {m}")
+    ax.set_yscale("symlog", linthresh=10.0)
+    ax.set_ylim(bottom=-1)
+
+
+def plot_recovery(results: dict, path: Path) -> Path:
+    """Per m (columns): ΔBIC, −2 ΔIWAE and the active dimensions against d."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = sorted(results)
+    fig, axes = plt.subplots(3, len(ms), figsize=(4.4 * len(ms), 9.0), squeeze=False, sharex=True)
+    for j, m in enumerate(ms):
+        c = results[m]["curves"]
+        _criterion_panel(axes[0, j], c, "bic_mean", 1.0, m)
+        axes[0, j].set_ylabel("BIC − min (per test spectrum)", fontsize=8)
+        axes[0, j].set_title(f"m = {m}: {', '.join(VARY[m])}", fontsize=9)
+        _criterion_panel(axes[1, j], c, "iwae_mean", -2.0, m)
+        axes[1, j].set_ylabel("−2 × (IWAE bound − max)", fontsize=8)
+        d = np.array(c["n_active"]["d"])
+        axes[2, j].errorbar(d, c["n_active"]["mean"], yerr=np.nan_to_num(c["n_active"]["seed_std"]), marker="o",
+                            capsize=3, label="active dims (Var E_q[z_j] > 0.01)")
+        axes[2, j].plot(d, d, ":", color="0.5", label="d")
+        axes[2, j].axhline(m, color="tab:red", ls=":", label=f"m = {m}")
+        axes[2, j].set_ylabel("active latent dimensions", fontsize=8)
+        axes[2, j].set_xlabel("latent dimensions d")
+        for ax in axes[:, j]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    from galvae._dask import close_client, make_client
+    from galvae.select import select_grid
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("galvae.fit").setLevel(logging.WARNING)
+    ms = [int(v) for v in args.m.split(",")]
+    t0 = time.perf_counter()
+    paths = {m: dataset_for(m, args) for m in ms}
+    log.info("datasets ready after %.0f s", time.perf_counter() - t0)
+    client = make_client(workers=args.workers)  # one cluster for every grid
+    results = {}
+    try:
+        for m in ms:
+            t1 = time.perf_counter()
+            r = select_grid(paths[m], Path(args.out) / f"m{m}" / "grid", latent=args.latent, conditions="none",
+                            seeds=args.seeds, epochs=args.epochs, time_limit=args.time_limit,
+                            scheduler=client.scheduler.address, progress=False, n_iwae=args.n_iwae)
+            c = curves(r.table)
+            results[m] = {"vary": VARY[m], "curves": c, "chosen": chosen_dimensions(c),
+                          "grid_seconds": time.perf_counter() - t1, "n_spectra": r.best["n_spectra"] if r.best else None}
+            log.info("m=%d: chosen %s (grid %.0f s)", m, results[m]["chosen"], results[m]["grid_seconds"])
+    finally:
+        close_client(client)
+    summary = Path(args.out) / "summary.json"
+    summary.write_text(json.dumps({str(m): v for m, v in results.items()}, indent=1, default=float))
+    plot_recovery(results, Path(args.figure))
+    log.info("done in %.0f s; summary %s, figure %s", time.perf_counter() - t0, summary, args.figure)
+    for m, v in results.items():
+        c = v["curves"]
+        log.info("m=%d  d: %s", m, c["bic_mean"]["d"])
+        for col in ("bic_mean", "bic_mean_best_restart", "iwae_mean", "iwae_mean_best_restart", "elbo_mean",
+                    "ln_l_mean", "chi2_per_pixel", "n_active"):
+            log.info("   %-15s %s ± %s", col, np.round(c[col]["mean"], 2).tolist(), np.round(c[col]["seed_std"], 2).tolist())
+
+
+if __name__ == "__main__":
+    main()

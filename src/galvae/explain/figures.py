@@ -1,0 +1,214 @@
+"""Figures of the analysis, drawn with matplotlib (Agg) from plain arrays: the paper's Figures 1 and 3–6.
+
+Every function returns a :class:`matplotlib.figure.Figure`; :func:`save` writes it as PNG. Wavelengths
+are rest-frame vacuum Å; emission lines and the D4000 windows are marked on every spectral panel.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from .mutual_info import PROPERTY_LABELS
+from .traversal import D4000_BANDS, LINE_LABELS
+
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
+    "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 110,
+    "savefig.dpi": 110, "savefig.bbox": "tight", "axes.grid": False, "font.family": "DejaVu Sans",
+}
+PANEL = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@contextmanager
+def _style():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(STYLE):
+        yield plt
+
+
+def label(name: str) -> str:
+    """Axis label of a property or latent."""
+    return PROPERTY_LABELS.get(name, name)
+
+
+def save(fig, path) -> Path:
+    """Write ``fig`` as PNG atomically and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def mark_lines(ax, wave_range=None, labels: bool = True) -> None:
+    """Dotted verticals at the emission lines, shaded D4000 windows, labels along the top (staggered)."""
+    lo, hi = wave_range if wave_range is not None else ax.get_xlim()
+    for a, b in D4000_BANDS:
+        ax.axvspan(a, b, color="0.85", alpha=0.5, lw=0, zorder=0)
+    trans = ax.get_xaxis_transform()
+    marks = [("D4000", np.mean([D4000_BANDS[0][1], D4000_BANDS[1][0]]), False)]
+    marks += [(name, w, True) for name, w in LINE_LABELS.items()]
+    marks.sort(key=lambda m: m[1])
+    for k, (name, w, is_line) in enumerate(marks):
+        if not lo <= w <= hi:
+            continue
+        if is_line:
+            ax.axvline(w, color="0.55", ls=":", lw=0.7, zorder=0)
+        if labels:
+            ax.text(w, 1.01 + 0.07 * (k % 2), name, transform=trans, ha="center", va="bottom", fontsize=7,
+                    color="0.3" if is_line else "0.5")
+
+
+def running_mean(y, width: int) -> np.ndarray:
+    """Centred running mean over ``width`` pixels (shorter windows at the ends)."""
+    y = np.asarray(y, dtype=np.float64)
+    kernel = np.ones(min(width, len(y)))
+    return np.convolve(y, kernel, "same") / np.convolve(np.ones_like(y), kernel, "same")
+
+
+def latent_maps_figure(maps, title: str = ""):
+    """Figure 1: one panel per property, the median in bins of two latents (empty below the minimum count)."""
+    with _style() as plt:
+        n = len(maps)
+        cols = min(n, 4) or 1
+        rows = int(np.ceil(n / cols)) or 1
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False,
+                                 constrained_layout=True)
+        for ax, m in zip(axes.flat, maps):
+            finite = m.median[np.isfinite(m.median)]
+            vmin, vmax = (np.percentile(finite, [2, 98]) if finite.size else (0, 1))
+            im = ax.pcolormesh(m.x_edges, m.y_edges, m.median.T, cmap="viridis", vmin=vmin, vmax=vmax,
+                               shading="flat")
+            ax.set_xlabel(m.x_name)
+            ax.set_ylabel(m.y_name)
+            ax.set_title(f"median {label(m.prop)}")
+            fig.colorbar(im, ax=ax, shrink=0.85)
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        if maps:
+            fig.suptitle(title or f"Properties in the ({maps[0].x_name}, {maps[0].y_name}) plane; bins with "
+                         f"fewer than {maps[0].min_count} galaxies left empty", fontsize=10)
+        return fig
+
+
+def traversals_figure(wave, traversals, title: str = "", with_model: bool = False):
+    """Figure 3 (and 5): one panel per traversal, the decoded spectra coloured by the varied value;
+    ``with_model`` adds each traversal's label (the CVAE's name) to its panel."""
+    import matplotlib as mpl
+
+    with _style() as plt:
+        n = len(traversals)
+        fig, axes = plt.subplots(n, 1, figsize=(9.0, 2.3 * n + 0.4), sharex=True, squeeze=False,
+                                 constrained_layout=True)
+        cmap = mpl.colormaps["coolwarm"]
+        for k, (ax, t) in enumerate(zip(axes[:, 0], traversals)):
+            vals = np.asarray(t.values, dtype=float)
+            norm = mpl.colors.Normalize(vals.min(), vals.max() if vals.max() > vals.min() else vals.min() + 1)
+            for v, spec in zip(vals, t.spectra):
+                ax.plot(wave, spec, color=cmap(norm(v)), lw=0.8)
+            mark_lines(ax, (wave[0], wave[-1]), labels=(k == 0))
+            ax.set_ylabel("normalised flux")
+            suffix = f"  ({t.label})" if with_model and t.label else ""
+            ax.text(0.005, 0.95, f"{PANEL[k]}  {label(t.name)}{suffix}", transform=ax.transAxes, va="top",
+                    fontweight="bold")
+            sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+            fig.colorbar(sm, ax=ax, pad=0.01, aspect=12).set_label(label(t.name), fontsize=8)
+        axes[-1, 0].set_xlabel("rest-frame wavelength (Å, vacuum)")
+        axes[0, 0].set_xlim(wave[0], wave[-1])
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
+
+
+def mutual_information_figure(mi, properties=None, source: str | None = None, title: str = ""):
+    """Figure 4: one bar panel per property, MI (nats) with each D_j, half-sample error bars."""
+    if source is not None:
+        mi = mi[mi["source"] == source]
+    props = [p for p in (properties or dict.fromkeys(mi["property"])) if np.any(mi["property"] == p)]
+    latents = list(dict.fromkeys(mi["latent"]))
+    with _style() as plt:
+        cols = min(len(props), 4) or 1
+        rows = int(np.ceil(len(props) / cols)) or 1
+        fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.1 * rows), squeeze=False, sharey=True,
+                                 constrained_layout=True)
+        top = np.nanmax(np.asarray(mi["mi"]) + np.nan_to_num(np.asarray(mi["mi_err"]))) if len(mi) else 1.0
+        for ax, p in zip(axes.flat, props):
+            sub = mi[mi["property"] == p]
+            order = [latents.index(str(name)) for name in sub["latent"]]
+            ax.bar(order, sub["mi"], yerr=np.nan_to_num(sub["mi_err"]), color="#4C72B0", capsize=2,
+                   error_kw={"lw": 0.8})
+            ax.set_xticks(range(len(latents)), latents)
+            ax.set_title(label(p))
+            ax.set_ylim(0, 1.1 * top if np.isfinite(top) and top > 0 else 1)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("MI (nats)")
+        for ax in axes.flat[len(props):]:
+            ax.set_visible(False)
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
+
+
+def shap_figure(wave, values, spectrum, dims, mean_abs, galaxy: str = "", latent_names=None):
+    """Figure 6: one galaxy's SHAP values for two latents (A, B) over its spectrum, and the mean |SHAP|
+    per wavelength of every latent on a log scale (C)."""
+    names = latent_names or [f"D{j + 1}" for j in range(mean_abs.shape[1])]
+    with _style() as plt:
+        fig, axes = plt.subplots(3, 1, figsize=(9.0, 7.8), sharex=True, constrained_layout=True)
+        for k, (ax, j) in enumerate(zip(axes[:2], dims)):
+            v = values[:, j]
+            ax.fill_between(wave, 0, v, where=v >= 0, color="#C44E52", lw=0, step="mid")
+            ax.fill_between(wave, 0, v, where=v < 0, color="#4C72B0", lw=0, step="mid")
+            ax.axhline(0, color="0.3", lw=0.5)
+            ax.set_ylabel(f"SHAP for {names[j]}")
+            if spectrum is not None:
+                twin = ax.twinx()
+                twin.plot(wave, spectrum, color="0.6", lw=0.5, zorder=0)
+                twin.set_ylabel("normalised flux", color="0.5")
+                twin.spines["right"].set_visible(True)
+            mark_lines(ax, (wave[0], wave[-1]), labels=(k == 0))
+            ax.text(0.005, 0.95, f"{PANEL[k]}  {names[j]}, {galaxy}", transform=ax.transAxes, va="top",
+                    fontweight="bold")
+        ax = axes[2]
+        positive = mean_abs[mean_abs > 0]
+        floor = np.percentile(positive, 1) / 2 if positive.size else 1e-12
+        colors = [f"C{j % 10}" for j in range(mean_abs.shape[1])]
+        for j in range(mean_abs.shape[1]):  # raw per pixel, faint; a 25-pixel running mean on top
+            ax.plot(wave, np.clip(mean_abs[:, j], floor, None), lw=0.4, color=colors[j], alpha=0.25)
+        for j in range(mean_abs.shape[1]):
+            ax.plot(wave, np.clip(running_mean(mean_abs[:, j], 25), floor, None), lw=1.1, color=colors[j],
+                    label=names[j])
+        ax.set_yscale("log")
+        if positive.size:
+            ax.set_ylim(floor, positive.max() * 3)
+        ax.set_ylabel("mean |SHAP|")
+        ax.legend(ncol=min(mean_abs.shape[1], 8), loc="lower right", frameon=False)
+        mark_lines(ax, (wave[0], wave[-1]), labels=False)
+        ax.text(0.005, 0.95, "C  mean |SHAP| over the explained spectra (line: 25-pixel running mean)",
+                transform=ax.transAxes, va="top",
+                fontweight="bold")
+        ax.set_xlabel("rest-frame wavelength (Å, vacuum)")
+        ax.set_xlim(wave[0], wave[-1])
+        return fig
+
+
+def explained_variance_figure(ratios, latent_names=None):
+    """Bar chart of the fraction of the latent variance carried by each D_j."""
+    names = latent_names or [f"D{j + 1}" for j in range(len(ratios))]
+    with _style() as plt:
+        fig, ax = plt.subplots(figsize=(3.2, 2.2), constrained_layout=True)
+        ax.bar(names, 100 * np.asarray(ratios), color="#55A868")
+        ax.set_ylabel("explained variance (%)")
+        return fig

@@ -1,0 +1,571 @@
+"""The report: one self-contained HTML page (``report/index.html``) that reads offline.
+
+Figures are embedded as base64 PNG, the CSS is inline, and nothing is fetched from elsewhere: the page
+can be mailed, archived or opened on a laptop without a network. Every section is optional, drawn only
+from what exists: the dataset's provenance and tally, the model-selection grid (``select``), and the
+analysis (``explain``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CSS = """
+:root { --ink:#1f2430; --muted:#5b6475; --line:#d9dee7; --accent:#2b5d9b; --bg:#fbfbfd; --hl:#eef4fb; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+       font: 15px/1.55 "Source Sans Pro","Segoe UI","Helvetica Neue",Arial,sans-serif; }
+main { max-width: 1080px; margin: 0 auto; padding: 28px 36px 60px; background:#fff;
+       border-left:1px solid var(--line); border-right:1px solid var(--line); min-height:100vh; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 18px; padding-bottom: 10px; }
+h1 { font: 600 28px/1.2 Georgia,"Times New Roman",serif; margin: 0 0 4px; }
+h2 { font: 600 21px/1.3 Georgia,"Times New Roman",serif; margin: 38px 0 10px; padding-top: 6px;
+     border-top: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 22px 0 6px; color: var(--accent); }
+p.sub, .muted { color: var(--muted); }
+nav { background: var(--hl); padding: 10px 16px; border-radius: 6px; font-size: 14px; }
+nav a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 13.5px; font-variant-numeric: tabular-nums; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th { background: #f2f4f8; font-weight: 600; }
+td.num, th.num { text-align: right; }
+tr:nth-child(even) td { background: #fafbfc; }
+td.best { font-weight: 700; color: var(--accent); }
+figure { margin: 14px 0 22px; }
+figure img { max-width: 100%; border: 1px solid var(--line); border-radius: 4px; background:#fff; }
+figcaption { font-size: 13.5px; color: var(--muted); margin-top: 4px; }
+figcaption b { color: var(--ink); }
+.kv td:first-child { color: var(--muted); white-space: nowrap; }
+.defn { background: var(--hl); border-left: 4px solid var(--accent); padding: 8px 14px; margin: 10px 0;
+        font: 13.5px/1.6 "DejaVu Sans Mono",Menlo,Consolas,monospace; white-space: pre-wrap; }
+pre.cfg { background:#f6f7f9; border:1px solid var(--line); padding:10px; font-size:12.5px; overflow-x:auto; }
+details summary { cursor: pointer; color: var(--accent); margin: 6px 0; }
+.pill { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12.5px; font-weight:600; }
+.ok { background:#e3f4e8; color:#1d6b34; } .bad { background:#fbe5e5; color:#9b1c1c; }
+.grid2 { display:grid; grid-template-columns: 1fr 1fr; gap: 14px; }
+footer { margin-top: 40px; font-size: 12.5px; color: var(--muted); border-top:1px solid var(--line); padding-top:8px; }
+"""
+
+FIGURE_CAPTIONS = {
+    "fig1_maps": ("Figure 1", ("Median of each property in bins of two rotated latents. Bins with fewer than "
+                  "{min_count} galaxies are left empty.")),
+    "fig2_bic": ("Figure 2", "BIC of every (latent size, conditions) model; lower is better."),
+    "fig3_traversals": ("Figure 3", ("Spectra decoded along one D_j at a time, the other D at 0 (the training "
+                        "mean), in steps of D_j's standard deviation. Dotted lines: emission lines; grey: "
+                        "the D4000 windows.")),
+    "fig4_mutual_information": ("Figure 4", ("Mutual information (KSG, nats) between each catalogue property "
+                                "and each D_j; error bars from half-samples.")),
+    "fig4_truth_mutual_information": ("Figure 4b", ("Mutual information between the mock's true generating "
+                                      "parameters and each D_j.")),
+    "fig5_cvae_traversals": ("Figure 5", ("CVAE spectra decoded with z = 0 while one condition runs over the "
+                             "5th–95th percentiles of its training distribution (others at their medians).")),
+    "fig6_shap": ("Figure 6", ("SHAP values per wavelength. A, B: one galaxy's SHAP values for two latents "
+                  "(red: pushes D_j up; blue: down), its spectrum in grey. C: mean |SHAP| over the "
+                  "explained spectra, log scale.")),
+    "explained_variance": ("", "Share of the latent variance carried by each D_j."),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# small HTML builders
+# ---------------------------------------------------------------------------------------------------
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A number for a table: 4 significant digits, ints as ints, NaN as an en dash."""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return esc(v)
+    if not np.isfinite(f):
+        return "–"
+    if f == int(f) and abs(f) < 1e9:
+        return f"{int(f):,}" if abs(f) >= 1000 else f"{f:g}"
+    return f"{f:.{digits}g}"
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def table_html(header, rows, num_cols=None, best=None, cls: str = "") -> str:
+    """An HTML table; ``best`` is a set of (row, col) cells to highlight."""
+    best = best or set()
+    num_cols = set(num_cols or ())
+    head = "".join(f'<th class="num">{esc(h)}</th>' if i in num_cols else f"<th>{esc(h)}</th>"
+                   for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cells = []
+        for c, v in enumerate(row):
+            classes = " ".join(k for k, on in (("num", c in num_cols), ("best", (r, c) in best)) if on)
+            text = v if isinstance(v, _Raw) else (fmt(v) if _is_num(v) else esc(v))
+            cells.append(f'<td class="{classes}">{text}</td>' if classes else f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+class _Raw(str):
+    """Already-escaped HTML for a table cell."""
+
+
+def kv_table(items) -> str:
+    """A two-column key/value table without a header row."""
+    rows = []
+    for k, v in items:
+        v = json.dumps(v) if isinstance(v, (dict, list)) else v
+        rows.append(f"<tr><td>{esc(k)}</td><td>"
+                    f'{fmt(v) if _is_num(v) else esc(v)}</td></tr>')
+    return f'<table class="kv"><tbody>{"".join(rows)}</tbody></table>'
+
+
+def png_data_uri(path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def figure_html(path, number: str, caption: str, alt: str = "") -> str:
+    lead = f"<b>{esc(number)}.</b> " if number else ""
+    return (f'<figure><img src="{png_data_uri(path)}" alt="{esc(alt or number or Path(path).stem)}">'
+            f"<figcaption>{lead}{esc(caption)}</figcaption></figure>")
+
+
+def section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+# ---------------------------------------------------------------------------------------------------
+# definitions, reused from galvae.likelihood (one source for every stage)
+# ---------------------------------------------------------------------------------------------------
+
+def likelihood_definitions() -> str:
+    """The definitions block of :mod:`galvae.likelihood`'s docstring (ln L, χ²/pixel, KL, ELBO, BIC)."""
+    from .. import likelihood
+
+    lines = [ln.strip() for ln in (likelihood.__doc__ or "").splitlines()]
+    keep = [ln for ln in lines if ln.split(" ")[0] in ("χ²_i", "ln", "χ²/pixel", "KL_i", "ELBO_i", "BIC_i")]
+    return "\n".join(keep)
+
+
+def bic_definition() -> str:
+    lines = [ln for ln in likelihood_definitions().splitlines() if ln.startswith(("BIC_i", "ln L_i"))]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------------------------------
+
+def _read_json(path) -> dict:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _dataset_attrs(dataset_path):
+    """(attrs, rejects table or None) of a dataset path or Dataset."""
+    if dataset_path is None:
+        return {}, None
+    if hasattr(dataset_path, "attrs"):
+        return dict(dataset_path.attrs), None
+    from ..prepare import open_dataset, read_rejects
+
+    d = open_dataset(dataset_path, load=False)
+    try:
+        rejects = read_rejects(dataset_path)
+    except Exception:  # noqa: BLE001 — older or synthetic datasets have no rejects group
+        rejects = None
+    return dict(d.attrs), rejects
+
+
+def provenance_section(attrs: dict, config, summary: dict, model_cfg: dict, metrics: dict) -> str:
+    parts = []
+    from .. import __version__
+
+    items = [("galvae", __version__), ("report written", _dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+             ("data source", attrs.get("source", "–")), ("dataset", summary.get("dataset", "–")),
+             ("dataset digest", attrs.get("inputs_digest", "–")), ("catalogue", attrs.get("catalog", "–"))]
+    if attrs.get("versions"):
+        items.append(("package versions", ", ".join(f"{k} {v}" for k, v in attrs["versions"].items())))
+    parts.append(kv_table(items))
+    if model_cfg:
+        m = model_cfg.get("model", {})
+        tr = model_cfg.get("training", {})
+        model_items = [("model", summary.get("model_dir", "–")), ("architecture", m.get("arch")),
+                       ("latent size d", m.get("latent_dim")), ("pixels", m.get("n_pix")),
+                       ("conditions", ", ".join(c["name"] for c in model_cfg.get("conditions", [])) or "none (VAE)"),
+                       ("parameters", model_cfg.get("n_parameters")), ("loss", tr.get("loss")),
+                       ("epochs / batch / lr", f"{tr.get('epochs')} / {tr.get('batch_size')} / {tr.get('lr')}"),
+                       ("training status", model_cfg.get("status"))]
+        if metrics:
+            for key in ("chi2_per_pixel", "ln_likelihood", "elbo", "bic"):
+                if key in metrics:
+                    model_items.append((f"test {key} (mean ± s.e.)",
+                                        f"{fmt(metrics[key]['mean'])} ± {fmt(metrics[key]['stderr'])}"))
+            if "n_test" in metrics:
+                model_items.append(("test spectra", metrics["n_test"]))
+        parts.append("<h3>Model</h3>" + kv_table(model_items))
+    if attrs.get("config"):
+        parts.append("<details><summary>prepare configuration</summary>"
+                     f'<pre class="cfg">{esc(json.dumps(attrs["config"], indent=2, default=str))}</pre></details>')
+    if config:
+        parts.append("<details open><summary>run configuration</summary>"
+                     f'<pre class="cfg">{esc(json.dumps(config, indent=2, default=str))}</pre></details>')
+    return section("provenance", "Configuration and provenance", "".join(parts))
+
+
+def tally_section(attrs: dict, rejects) -> str:
+    counts = attrs.get("counts") or {}
+    if not counts:
+        return section("dataset", "The dataset", '<p class="muted">No tally recorded for this dataset.</p>')
+    rows = [("spectra read", counts.get("files", "–")), ("kept", counts.get("kept", "–")),
+            ("rejected", counts.get("rejected", "–"))]
+    split = counts.get("split") or {}
+    body = '<div class="grid2"><div>' + table_html(("", "spectra"), rows, num_cols={1})
+    if split:
+        body += table_html(("split", "spectra"), list(split.items()), num_cols={1})
+    body += "</div><div>"
+    reasons = counts.get("rejects_by_reason") or {}
+    if reasons:
+        body += "<h3>Rejected, by reason</h3>" + table_html(
+            ("reason", "spectra"), sorted(reasons.items(), key=lambda kv: -kv[1]), num_cols={1})
+    else:
+        body += '<p class="muted">Nothing was rejected.</p>'
+    body += "</div></div>"
+    match = attrs.get("catalog_match")
+    if match:
+        body += '<p class="muted">Catalogue match: ' + ", ".join(f"{esc(k)} {fmt(v)}" for k, v in match.items()) + "</p>"
+    if rejects is not None and len(rejects):
+        rows = [(str(r["id"]) or Path(str(r["path"])).name, str(r["reason"])) for r in rejects[:200]]
+        body += (f"<details><summary>every rejected spectrum ({len(rejects)})</summary>"
+                 + table_html(("id or file", "reason"), rows) + "</details>")
+    return section("dataset", "The dataset", body)
+
+
+def _cell(value):
+    """A table value as a plain Python object; masked (e.g. an empty ECSV string) becomes ''."""
+    if value is np.ma.masked or np.ma.is_masked(value):
+        return ""
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _bic_table(grid, best: dict) -> str:
+    """The select grid, every column, the best cell's row highlighted."""
+    cols = list(grid.colnames)
+    rows = [[_cell(grid[c][i]) for c in cols] for i in range(len(grid))]
+    num = {k for k, c in enumerate(cols) if np.asarray(grid[c]).dtype.kind in "biuf"}
+    hl = set()
+    keys = [k for k in ("latent_dim", "d", "conditions", "seed") if k in cols and k in best]
+    if keys:
+        for i, row in enumerate(rows):
+            if all(str(row[cols.index(k)]) == str(best[k] if best[k] is not None else "") for k in keys):
+                hl |= {(i, c) for c in range(len(cols))}
+    return table_html(cols, rows, num_cols=num, best=hl)
+
+
+def selection_section(select_dir) -> str:
+    if select_dir is None:
+        return ""
+    from astropy.table import Table
+
+    s = Path(select_dir)
+    body = [("<p>Which model explains the spectra best for its number of parameters. The definitions, "
+             "shared by every stage (<code>galvae.likelihood</code>):</p>"),
+            f'<div class="defn">{esc(bic_definition())}</div>',
+            ("<p>Each model's BIC is the mean of BIC_i over the test spectra, with its standard error; "
+             "the spread over seeds shows in the grid.</p>")]
+    best = _read_json(s / "best.json")
+    for name, number in (("bic_grid", "Figure 2"), ("bic_vs_d", "Figure 2b")):
+        p = s / "figures" / f"{name}.png"
+        if p.exists():
+            body.append(figure_html(p, number, FIGURE_CAPTIONS["fig2_bic"][1] if name == "bic_grid"
+                                    else "Test-set BIC against the latent size d."))
+    if best:
+        body.append("<h3>Best model</h3>" + kv_table(best.items()))
+    if (s / "grid.ecsv").exists():
+        grid = Table.read(s / "grid.ecsv")
+        body.append(f"<h3>The grid ({len(grid)} cells)</h3>" + _bic_table(grid, best))
+    return section("selection", "How many latent variables: BIC", "".join(body))
+
+
+def _wide(table, value: str, err: str | None, latents, properties, best_by: str = "max") -> tuple[list, set]:
+    """Rows property × latents of 'value ± err' with the best latent per property highlighted."""
+    rows, hl = [], set()
+    for r, p in enumerate(properties):
+        sub = table[table["property"] == p]
+        vals = {str(row["latent"]): row for row in sub}
+        cells, scores = [p], []
+        for lname in latents:
+            row = vals.get(lname)
+            if row is None:
+                cells.append("–")
+                scores.append(np.nan)
+                continue
+            v = float(row[value])
+            text = fmt(v, 3) + (f" ± {fmt(float(row[err]), 2)}" if err and np.isfinite(row[err]) else "")
+            cells.append(text)
+            scores.append(abs(v) if best_by == "abs" else v)
+        if np.isfinite(scores).any():
+            hl.add((r, 1 + int(np.nanargmax(scores))))
+        rows.append(cells)
+    return rows, hl
+
+
+def latent_section(a: Path, summary: dict, rotation: dict) -> str:
+    body = []
+    ratios = rotation.get("explained_variance_ratio", [])
+    names = [f"D{j + 1}" for j in range(len(ratios))]
+    cum = np.cumsum(ratios) if ratios else []
+    rows = [(n, v, 100 * r, 100 * c) for n, v, r, c in zip(names, rotation.get("explained_variance", []), ratios, cum)]
+    body.append("<p>D1…Dd are the principal axes of the training spectra's posterior means (an orthogonal "
+                "rotation of the VAE's latent space: no information is lost), ordered by the variance they "
+                "carry.</p>")
+    body.append('<div class="grid2"><div>' + table_html(("latent", "variance", "share (%)", "cumulative (%)"),
+                                                        rows, num_cols={1, 2, 3}) + "</div><div>")
+    ev = a / "figures" / "explained_variance.png"
+    if ev.exists():
+        body.append(figure_html(ev, "", FIGURE_CAPTIONS["explained_variance"][1]))
+    body.append("</div></div>")
+    min_count = summary.get("maps", {}).get("min_count", 5)
+    maps = sorted(a.glob("figures/fig1_maps_*.png"))
+    for k, p in enumerate(maps):
+        pair = p.stem.replace("fig1_maps_", "").replace("_", ", ")
+        body.append(figure_html(p, "Figure 1" + ("" if k == 0 else f"{'abcdefgh'[k]}"),
+                                f"({pair}) plane. " + FIGURE_CAPTIONS["fig1_maps"][1].format(min_count=min_count)))
+    return section("latents", "The latent space", "".join(body))
+
+
+def traversal_section(a: Path) -> str:
+    body = []
+    for key in ("fig3_traversals", "fig5_cvae_traversals"):
+        p = a / "figures" / f"{key}.png"
+        if p.exists():
+            number, caption = FIGURE_CAPTIONS[key]
+            body.append(figure_html(p, number, caption))
+    return section("traversals", "What each latent does to a spectrum", "".join(body)) if body else ""
+
+
+def information_section(a: Path, summary: dict) -> str:
+    from astropy.table import Table
+
+    if not (a / "mi.ecsv").exists():
+        return ""
+    mi, rho = Table.read(a / "mi.ecsv"), Table.read(a / "spearman.ecsv")
+    latents = summary.get("latent_names") or list(dict.fromkeys(mi["latent"]))
+    info = summary.get("mutual_information", {})
+    body = [(f"<p>Mutual information by the KSG estimator (k = 3, nats), on the <b>{esc(info.get('split', '?'))}"
+             f"</b> spectra ({fmt(info.get('n_rows', len(mi)))}); ± is the {esc(info.get('uncertainty', ''))} "
+             "(the half-sample spread estimates the full-sample standard error). Spearman ρ on the same rows. "
+             "Bold: the latent that carries the most about each property.</p>")]
+    p = a / "figures" / "fig4_mutual_information.png"
+    if p.exists():
+        body.append(figure_html(p, *FIGURE_CAPTIONS["fig4_mutual_information"]))
+    cat = mi[mi["source"] == "catalog"]
+    props = list(dict.fromkeys(cat["property"]))
+    if props:
+        rows, hl = _wide(cat, "mi", "mi_err", latents, props)
+        body.append("<h3>Mutual information (nats), catalogue properties</h3>"
+                    + table_html(["property", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl))
+        crho = rho[rho["source"] == "catalog"]
+        rows, hl = _wide(crho, "rho", None, latents, props, best_by="abs")
+        body.append("<h3>Spearman ρ, catalogue properties</h3>"
+                    + table_html(["property", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl))
+    tracks = info.get("tracks") or []
+    if tracks:
+        body.append("<h3>What each latent tracks (catalogue)</h3>" + _tracks_table(tracks))
+    return section("information", "What the latents know: mutual information", "".join(body))
+
+
+def _tracks_table(tracks) -> str:
+    rows = [(t["latent"], t.get("property") or "–", t.get("mi", np.nan), t.get("mi_err", np.nan),
+             t.get("rho", np.nan)) for t in tracks]
+    return table_html(("latent", "tracks", "MI (nats)", "± (nats)", "Spearman ρ"), rows, num_cols={2, 3, 4})
+
+
+def truth_section(a: Path, summary: dict) -> str:
+    from astropy.table import Table
+
+    truth = summary.get("truth")
+    if not truth:
+        return ""
+    body = [("<p>On a mock survey the true generating parameters of every galaxy are known. For each latent, "
+             "the true parameter it shares the most information with:</p>"), _tracks_table(truth["tracks"])]
+    p = a / "figures" / "fig4_truth_mutual_information.png"
+    if p.exists():
+        body.append(figure_html(p, *FIGURE_CAPTIONS["fig4_truth_mutual_information"]))
+    mi, rho = Table.read(a / "mi.ecsv"), Table.read(a / "spearman.ecsv")
+    mi, rho = mi[mi["source"] == "truth"], rho[rho["source"] == "truth"]
+    latents = summary.get("latent_names") or list(dict.fromkeys(mi["latent"]))
+    props = list(dict.fromkeys(mi["property"]))
+    rows, hl = _wide(mi, "mi", "mi_err", latents, props)
+    body.append("<details><summary>every true parameter: MI (nats)</summary>"
+                + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
+                + "</details>")
+    rows, hl = _wide(rho, "rho", None, latents, props, best_by="abs")
+    body.append("<details><summary>every true parameter: Spearman ρ</summary>"
+                + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
+                + "</details>")
+    return section("truth", "Against the truth (mock)", "".join(body))
+
+
+def attribution_section(a: Path, summary: dict) -> str:
+    shap = summary.get("shap")
+    if not shap:
+        return ""
+    fid = shap.get("fidelity", {})
+    ok = fid.get("passed")
+    pill = f'<span class="pill {"ok" if ok else "bad"}">{"within tolerance" if ok else "outside tolerance"}</span>'
+    method = {"deep": "shap's DeepExplainer (DeepLIFT rescale rule, averaged over the background)",
+              "integrated_gradients": "integrated gradients from each background spectrum"}.get(shap.get("method"),
+                                                                                           shap.get("method"))
+    dims = " and ".join(shap.get("showcase_dims", []))
+    body = [(f"<p>Attributions of the encoder's posterior mean, rotated to D, to each input pixel: {esc(method)}. "
+             f"Background: {fmt(shap.get('n_background'))} training spectra; explained: "
+             f"{fmt(shap.get('n_explained'))} test spectra; both drawn in bins of stellar mass. Panels A and B "
+             f"show {esc(dims)} for galaxy {esc(shap.get('showcase_id', '?'))} "
+             "(the explained galaxy furthest from the background mean in those latents).</p>")]
+    p = a / "figures" / "fig6_shap.png"
+    if p.exists():
+        body.append(figure_html(p, *FIGURE_CAPTIONS["fig6_shap"]))
+    body.append("<h3>Fidelity " + pill + "</h3>"
+                "<p>The SHAP values of a spectrum must add up to its D_j minus the background's mean D_j.</p>"
+                + kv_table([("measured max relative error", fmt(fid.get("max_relative_error"), 3)),
+                            ("median relative error", fmt(fid.get("median_relative_error"), 3)),
+                            ("max absolute error (latent units)", fmt(fid.get("max_abs_error"), 3)),
+                            ("stated tolerance", fmt(fid.get("tolerance"), 3)),
+                            ("definition", fid.get("definition", "–"))]))
+    return section("attribution", "Which wavelengths matter: SHAP", "".join(body))
+
+
+def catalog_section(a: Path, summary: dict) -> str:
+    body = [("<p><code>analysis/latents.fits</code> holds every spectrum's id, z, split, D1…Dd, the raw "
+             "posterior means and standard deviations, χ²/pixel, ln L and the ELBO (low ELBO: the model "
+             "explains the spectrum poorly, an outlier score).</p>")]
+    out = summary.get("outliers") or []
+    if out:
+        body.append("<h3>The worst-explained spectra (lowest ELBO)</h3>" + table_html(
+            ("id", "split", "ELBO (nats)", "χ²/pixel"),
+            [(o["id"], o["split"], o["elbo"], o["chi2_per_pixel"]) for o in out], num_cols={2, 3}))
+    for name, ext in (summary.get("external") or {}).items():
+        body.append(f"<h3>{esc(name)}: {fmt(ext.get('n'))} spectra encoded with this model</h3>"
+                    f"<p>Median χ²/pixel {fmt(ext.get('chi2_per_pixel_median'))}; median ELBO percentile "
+                    f"{fmt(ext.get('elbo_percentile_median'))} ({esc(ext.get('reference', ''))}).</p>")
+        rows = [(r["id"], r["chi2_per_pixel"], r["elbo"], r["elbo_percentile"]) for r in ext.get("rows", [])[:100]]
+        if rows:
+            body.append(table_html(("id", "χ²/pixel", "ELBO (nats)", "ELBO percentile"), rows, num_cols={1, 2, 3}))
+    return section("catalogue", "The latent catalogue", "".join(body))
+
+
+def glance_section(summary: dict, rotation: dict, select_dir) -> str:
+    """The findings in a few lines: best model, variance shares, what each D tracks, SHAP fidelity."""
+    if not summary:
+        return ""
+    items = []
+    best = _read_json(Path(select_dir) / "best.json") if select_dir else {}
+    if best:
+        items.append("Lowest BIC: " + ", ".join(f"{esc(k)} = {fmt(v) if _is_num(v) else esc(v)}"
+                                                for k, v in best.items() if not isinstance(v, (dict, list))))
+    ratios = rotation.get("explained_variance_ratio", [])
+    if ratios:
+        items.append("Variance carried: " + ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(ratios)))
+    for key, what in (("mutual_information", "catalogue property"), ("truth", "true parameter")):
+        tracks = (summary.get(key) or {}).get("tracks") or []
+        if tracks:
+            items.append(f"Most informative {what} per latent: " + "; ".join(
+                f"{esc(t['latent'])} ↔ {esc(t['property'])} (MI {fmt(t['mi'], 2)} nats, ρ {fmt(t['rho'], 2)})"
+                for t in tracks if t.get("property")))
+    fid = (summary.get("shap") or {}).get("fidelity") or {}
+    if fid:
+        items.append(f"SHAP additivity: max relative error {fmt(fid.get('max_relative_error'), 2)} "
+                     f"(tolerance {fmt(fid.get('tolerance'), 2)})")
+    if not items:
+        return ""
+    return section("glance", "At a glance", "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the page
+# ---------------------------------------------------------------------------------------------------
+
+def write_report(out_dir, dataset_path, analysis_dir, select_dir=None, config=None, title: str | None = None) -> Path:
+    """Write ``out_dir/report/index.html`` (self-contained: figures inlined, no external resources).
+
+    dataset_path : the dataset.zarr (or a Dataset) — provenance and the kept/rejected tally.
+    analysis_dir : explain's ``analysis/`` directory.
+    select_dir : select's directory (grid.ecsv, best.json, figures/bic_*.png), optional.
+    config : the run's configuration (a dict), shown as given.
+    """
+    a = Path(analysis_dir)
+    summary = _read_json(a / "summary.json")
+    rotation = _read_json(a / "rotation.json")
+    attrs, rejects = _dataset_attrs(dataset_path)
+    model_dir = summary.get("model_dir")
+    model_cfg = _read_json(Path(model_dir) / "config.json") if model_dir else {}
+    metrics = _read_json(Path(model_dir) / "metrics.json") if model_dir else {}
+
+    sections = [
+        glance_section(summary, rotation, select_dir),
+        provenance_section(attrs, config, summary, model_cfg, metrics),
+        tally_section(attrs, rejects),
+        selection_section(select_dir),
+        latent_section(a, summary, rotation) if rotation else "",
+        traversal_section(a),
+        information_section(a, summary),
+        truth_section(a, summary),
+        attribution_section(a, summary),
+        catalog_section(a, summary) if summary else "",
+    ]
+    sections = [s for s in sections if s]
+    toc = " ".join(f'<a href="#{anchor}">{esc(name)}</a>' for anchor, name in _toc(sections))
+    d = summary.get("latent_dim")
+    headline = (f"{fmt(summary.get('n_spectra'))} spectra, {d} latent variables" if d else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title or "galvae report")}</title>
+<style>{CSS}</style></head>
+<body><main>
+<header><h1>{esc(title or "galvae report")}</h1>
+<p class="sub">Latent representation of galaxy spectra with a variational autoencoder. {esc(headline)}</p></header>
+<nav>{toc}</nav>
+{"".join(sections)}
+<footer>Written by galvae. Self-contained: every figure is embedded in this file; nothing is fetched from
+the network. Analysis: {esc(a)}.</footer>
+</main></body></html>
+"""
+    out = Path(out_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "index.html"
+    tmp = path.with_name(".tmp-index.html")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def _toc(sections) -> list[tuple[str, str]]:
+    import re
+
+    out = []
+    for s in sections:
+        m = re.match(r'<section id="([^"]+)"><h2>(.*?)</h2>', s)
+        if m:
+            out.append((m.group(1), html.unescape(m.group(2))))
+    return out

@@ -1,0 +1,125 @@
+"""``galvae run``: mock (or SDSS files) → prepare → select → explain → report, from one configuration.
+
+Every stage writes its artifact under the run folder and resumes on its own, so rerunning the same
+command skips what is finished::
+
+    RUN/config.json         the configuration used (preset + overrides)
+    RUN/mock/               the mock survey (source 'mock')
+    RUN/dataset.zarr        prepare
+    RUN/select/             the BIC grid, best.json, figures
+    RUN/analysis/           rotation, mutual information, maps, traversals, SHAP, latents.fits
+    RUN/report/index.html   the report
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def _stage(name: str, timings: dict):
+    """Context manager logging a stage's wall time into ``timings``."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def timed():
+        t0 = time.perf_counter()
+        log.info("stage %s …", name)
+        yield
+        timings[name] = round(time.perf_counter() - t0, 1)
+        log.info("stage %s done in %.1f s", name, timings[name])
+
+    return timed()
+
+
+def source_inputs(cfg: RunConfig, out: Path, progress: bool):
+    """(spectrum paths or folder, catalogue, truth table or None) for the configured source."""
+    if cfg.source == "mock":
+        from .sources.mock import make_mock_survey
+
+        survey = make_mock_survey(out / "mock", n=cfg.mock.n, seed=cfg.mock.seed, vary=cfg.mock.vary,
+                                  workers=cfg.workers, progress=progress)
+        return survey.paths, survey.catalog_path, survey.truth
+    if cfg.source == "sdss":
+        if not cfg.spectra:
+            raise ValueError("--source sdss needs --spectra DIR (and usually --catalog FILE)")
+        return cfg.spectra, cfg.catalog, None
+    raise ValueError(f"unknown source {cfg.source!r}: 'mock' or 'sdss'")
+
+
+def best_vae_cell(table, cells_dir: Path) -> Path:
+    """The plain VAE chosen by mean BIC over seeds; of its seeds, the one with the lowest BIC."""
+    rows = [r for r in table if r["status"] == "done" and int(r["n_conditions"]) == 0]
+    if not rows:
+        raise ValueError("no plain-VAE cell of the grid finished: nothing to explain")
+    by_d: dict = {}
+    for r in rows:
+        by_d.setdefault(int(r["d"]), []).append(r)
+    d_best = min(by_d, key=lambda d: np.mean([float(r["bic_mean"]) for r in by_d[d]]))
+    seed_best = min(by_d[d_best], key=lambda r: float(r["bic_mean"]))
+    return cells_dir / str(seed_best["cell"])
+
+
+def single_condition_cells(table, cells_dir: Path) -> list[Path]:
+    """For Figure 5: per single condition, its CVAE of smallest d (best seed by BIC)."""
+    chosen = {}
+    for r in table:
+        if r["status"] != "done" or int(r["n_conditions"]) != 1:
+            continue
+        key = str(r["conditions"])
+        best = chosen.get(key)
+        if best is None or (int(r["d"]), float(r["bic_mean"])) < (int(best["d"]), float(best["bic_mean"])):
+            chosen[key] = r
+    return [cells_dir / str(r["cell"]) for _, r in sorted(chosen.items())]
+
+
+def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
+    """Run every stage into ``out_dir``; return the report's path."""
+    from .explain import explain
+    from .prepare import PrepareConfig, prepare_dataset
+    from .report.html import write_report
+    from .select import parse_conditions, parse_latent, select_grid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json())
+    timings: dict = {}
+    dask = dict(scheduler=cfg.scheduler, cluster=None if cfg.cluster == "local" else cfg.cluster,
+                workers=cfg.workers)
+
+    with _stage("source", timings):
+        spectra, catalog, truth = source_inputs(cfg, out, progress)
+    with _stage("prepare", timings):
+        p = cfg.prepare
+        prepared = prepare_dataset(
+            spectra, out / "dataset.zarr", catalog=catalog, progress=progress, **dask,
+            config=PrepareConfig(zmax=p.zmax, n_pix=p.n_pix, wave_min=p.wave_min, wave_max=p.wave_max,
+                                 max_bad_fraction=p.max_bad_fraction, n_components=p.n_components, n_iter=p.n_iter))
+        log.info("%s", prepared.summary())
+    with _stage("select", timings):
+        s = cfg.select
+        condition_sets = parse_conditions(s.conditions)
+        # VAE and CVAEs are compared on the spectra that have every condition the grid uses
+        needed = tuple(sorted({c for cs in condition_sets for c in cs}))
+        grid = select_grid(out / "dataset.zarr", out / "select", latent=parse_latent(s.latent),
+                           conditions=condition_sets, seeds=s.seeds, arch=s.arch, epochs=s.epochs, needed=needed,
+                           patience=s.patience, time_limit=s.time_limit, progress=progress, **dask)
+    with _stage("explain", timings):
+        cells = out / "select" / "cells"
+        explain(best_vae_cell(grid.table, cells), out / "dataset.zarr", out, truth=truth,
+                cvae_dirs=single_condition_cells(grid.table, cells), n_boot=cfg.explain.n_boot,
+                n_background=cfg.explain.shap_background, n_explain=cfg.explain.shap_explain,
+                progress=progress)
+    with _stage("report", timings):
+        report = write_report(out, out / "dataset.zarr", out / "analysis", select_dir=out / "select",
+                              config={**cfg.to_dict(), "stage_seconds": timings})
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    return Path(report)

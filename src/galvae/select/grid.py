@@ -1,0 +1,387 @@
+"""The selection grid: train every (d, conditions, seed) cell over Dask, resumably, and tabulate it.
+
+Output folder::
+
+    OUT/grid.json                     the grid's settings: dataset view, training options (checked on rerun)
+    OUT/cells/d{d}_{conds}_s{seed}/   one model directory per cell (galvae.fit), plus
+        scores.npz                    per-spectrum test scores (select.evaluate), for paired comparisons
+        cell.json                     the cell's table row; written last, so it marks a finished cell
+        error.json                    why the cell failed (removed when a rerun succeeds)
+    OUT/grid.ecsv                     one row per cell
+    OUT/best.json                     the best model by mean BIC over seeds, its seed spread, other criteria
+    OUT/figures/bic_grid.png          the paper's Figure 2
+    OUT/figures/bic_vs_d.png          BIC against d for the VAE, with seed error bars
+
+A rerun skips every cell with ``cell.json``; a cell that was killed while training continues from its
+checkpoint (``fit(resume=True)``); a failed cell is tried again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import _dask
+from ..models.conditions import CONDITIONS, rows_with_conditions
+from .cells import Cell, grid_cells, parse_conditions, parse_latent
+
+log = logging.getLogger(__name__)
+
+CELLS = "cells"
+CELL_SUMMARY = "cell.json"
+CELL_ERROR = "error.json"
+SCORES = "scores.npz"
+TIMING_COLUMNS = ("train_seconds",)  # the columns that differ between two runs of the same grid
+
+COLUMNS = (  # name, dtype, unit/description
+    ("d", int, "latent dimensions"),
+    ("conditions", str, "'vae' or condition names joined by '+'"),
+    ("n_conditions", int, ""),
+    ("k", int, "d + n_conditions (the paper's number of parameters)"),
+    ("seed", int, ""),
+    ("n_test", int, "test spectra scored"),
+    ("ln_l_mean", float, "nats per spectrum, at the posterior mean"),
+    ("ln_l_stderr", float, "nats"),
+    ("elbo_mean", float, "nats per spectrum"),
+    ("elbo_stderr", float, "nats"),
+    ("chi2_per_pixel", float, "mean over test spectra"),
+    ("bic_mean", float, "k ln P_i - 2 ln L_i, mean over test spectra"),
+    ("bic_stderr", float, ""),
+    ("iwae_mean", float, "importance-weighted bound on ln p(x), nats per spectrum"),
+    ("iwae_stderr", float, "nats"),
+    ("kl_mean", float, "KL(q||N(0,I)), nats per spectrum"),
+    ("n_active", int, "latent dims with Var_x(E_q[z_j]) > 0.01"),
+    ("train_seconds", float, "s"),
+    ("epochs", int, "epochs run"),
+    ("val_loss", float, "best validation loss (the training objective, nats per spectrum): picks the best restart"),
+    ("fit_status", str, "done / early_stopped / time_limit / diverged"),
+    ("status", str, "done / failed / pending"),
+    ("error", str, ""),
+    ("cell", str, "model directory under cells/"),
+)
+
+
+@dataclass
+class GridResult:
+    """What :func:`select_grid` returns."""
+
+    out_dir: Path
+    table: object            # astropy Table, one row per cell (grid.ecsv)
+    best: dict | None        # best.json's content (None when no cell finished)
+    figures: list[Path]
+    seconds: float           # wall time of this call
+
+    @property
+    def n_failed(self) -> int:
+        return int(np.sum(np.asarray(self.table["status"]) == "failed"))
+
+    @property
+    def n_done(self) -> int:
+        return int(np.sum(np.asarray(self.table["status"]) == "done"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the dataset every cell sees
+# ---------------------------------------------------------------------------------------------------
+
+_DATASETS: dict = {}  # per worker process: the opened, restricted dataset of each path
+
+
+def comparable_view(dataset, needed=CONDITIONS):
+    """The dataset restricted to rows with every ``needed`` property (same splits), so that a VAE and
+    every CVAE are trained and scored on the same spectra. Returns ``dataset`` itself when no row lacks
+    one; the view's ``inputs_digest`` names the restriction."""
+    keep = rows_with_conditions(dataset.props, tuple(needed))
+    if keep.all():
+        return dataset
+    from ..fit import take_rows
+
+    rows = np.flatnonzero(keep)
+    digest = hashlib.sha1(f"{dataset.attrs.get('inputs_digest')}:{','.join(needed)}:{rows.size}".encode())
+    attrs = dict(dataset.attrs, inputs_digest=digest.hexdigest()[:16],
+                 select_restriction={"needed": list(needed), "rows_kept": int(rows.size),
+                                     "rows_total": len(keep), "parent_digest": dataset.attrs.get("inputs_digest")})
+    return replace(dataset, flux=take_rows(dataset.flux, rows), ivar=take_rows(dataset.ivar, rows),
+                   filled=take_rows(dataset.filled, rows), norm=np.asarray(dataset.norm)[rows],
+                   split=np.asarray(dataset.split)[rows], props=dataset.props[rows], attrs=attrs)
+
+
+def _store_stamp(path: Path) -> int:
+    """Changes when the store is rewritten (its metadata file's mtime)."""
+    for name in ("zarr.json", ".zattrs", ".zgroup"):
+        if (path / name).exists():
+            return (path / name).stat().st_mtime_ns
+    return path.stat().st_mtime_ns
+
+
+def cell_dataset(source, needed=CONDITIONS):
+    """The restricted dataset for a task: opened from its path once per worker process, or given."""
+    if not isinstance(source, (str, os.PathLike)):
+        return comparable_view(source, needed)
+    from ..prepare import open_dataset
+
+    path = Path(source).resolve()
+    key = (str(path), _store_stamp(path), tuple(needed))
+    if key not in _DATASETS:
+        _DATASETS.clear()  # one dataset per worker at a time: they are big
+        _DATASETS[key] = comparable_view(open_dataset(path), needed)
+    return _DATASETS[key]
+
+
+# ---------------------------------------------------------------------------------------------------
+# one cell (a Dask task)
+# ---------------------------------------------------------------------------------------------------
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (np.ndarray, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _base_row(cell: Cell) -> dict:
+    row = {name: (np.nan if kind is float else (-1 if kind is int else "")) for name, kind, _ in COLUMNS}
+    row.update(d=cell.d, conditions=cell.label, n_conditions=len(cell.conditions), k=cell.k, seed=cell.seed,
+               cell=cell.name)
+    return row
+
+
+def finished_row(cell: Cell, metrics: dict, extra: dict) -> dict:
+    """A done cell's table row from fit's metrics.json and the extra scores."""
+    row = _base_row(cell)
+    row.update(
+        n_test=int(metrics["n_test"]),
+        ln_l_mean=metrics["ln_likelihood"]["mean"], ln_l_stderr=metrics["ln_likelihood"]["stderr"],
+        elbo_mean=metrics["elbo"]["mean"], elbo_stderr=metrics["elbo"]["stderr"],
+        chi2_per_pixel=metrics["chi2_per_pixel"]["mean"],
+        bic_mean=metrics["bic"]["mean"], bic_stderr=metrics["bic"]["stderr"],
+        iwae_mean=extra["iwae_mean"], iwae_stderr=extra["iwae_stderr"], kl_mean=extra["kl_mean"],
+        n_active=extra["n_active"], train_seconds=float(metrics.get("train_seconds", np.nan)),
+        epochs=int(metrics.get("epochs_run", -1)), val_loss=float(metrics.get("best_val_loss", np.nan)),
+        fit_status=str(metrics.get("status", "")), status="done")
+    return row
+
+
+def failed_row(cell: Cell, error: str) -> dict:
+    row = _base_row(cell)
+    row.update(status="failed", error=error)
+    return row
+
+
+def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict,
+             torch_threads: int | None = None, n_iwae: int = 64) -> dict:
+    """Train (or resume) one cell, score its test split, write ``cell.json``; return its table row.
+
+    Never raises: a failure is written to ``error.json`` and returned as a 'failed' row.
+    """
+    from .evaluate import save_scores, score_test_split, summarise_scores
+
+    cell_dir = Path(cells_dir) / cell.name
+    summary = cell_dir / CELL_SUMMARY
+    if summary.exists():
+        return stored_row(Path(cells_dir), cell)
+    try:
+        import torch
+
+        from ..fit import fit
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)  # one core per task when tasks share a machine
+        data = cell_dataset(source, needed)
+        fit(data, cell_dir, latent_dim=cell.d, conditions=cell.conditions, seed=cell.seed, resume=True,
+            progress=False, **fit_kwargs)
+        scores = score_test_split(cell_dir, data, n_iwae=n_iwae, seed=cell.seed)
+        save_scores(cell_dir / SCORES, scores)
+        extra = summarise_scores(scores)
+        metrics = json.loads((cell_dir / "metrics.json").read_text())
+        row = finished_row(cell, metrics, extra)
+        _write_json(summary, {"row": row, "extra": extra, "dataset_digest": data.attrs.get("inputs_digest")})
+        (cell_dir / CELL_ERROR).unlink(missing_ok=True)
+        return row
+    except Exception as exc:  # noqa: BLE001 - a failed cell is recorded, never fatal to the grid
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("cell %s failed: %s", cell.name, error)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(cell_dir / CELL_ERROR, {"error": error, "traceback": traceback.format_exc()})
+        return failed_row(cell, error)
+
+
+def stored_row(cells_dir: Path, cell: Cell) -> dict:
+    """A cell's row from its files: done (cell.json), failed (error.json) or pending."""
+    d = cells_dir / cell.name
+    if (d / CELL_SUMMARY).exists():  # rebuilt from the files, so that a newer table layout reads older cells
+        metrics = json.loads((d / "metrics.json").read_text())
+        return finished_row(cell, metrics, json.loads((d / CELL_SUMMARY).read_text())["extra"])
+    if (d / CELL_ERROR).exists():
+        return failed_row(cell, json.loads((d / CELL_ERROR).read_text())["error"])
+    row = _base_row(cell)
+    row["status"] = "pending"
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------
+# the grid
+# ---------------------------------------------------------------------------------------------------
+
+def grid_table(rows: list[dict]):
+    """The grid table (astropy), in the cells' order, with each column's meaning in its description."""
+    from astropy.table import Table
+
+    t = Table(rows=[[r[name] for name, _, _ in COLUMNS] for r in rows] or None,
+              names=[c[0] for c in COLUMNS], dtype=[c[1] for c in COLUMNS])
+    for name, _, text in COLUMNS:
+        t[name].description = text
+    return t
+
+
+def write_table(table, path: Path) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    table.write(tmp, format="ascii.ecsv", overwrite=True)
+    os.replace(tmp, path)
+
+
+def _grid_settings(view_digest, needed, arch, fit_kwargs) -> dict:
+    return {"dataset_digest": view_digest, "needed_conditions": list(needed), "arch": arch,
+            "fit": json.loads(json.dumps(fit_kwargs, default=_json_default))}
+
+
+def check_grid_settings(out: Path, settings: dict) -> None:
+    """Write ``grid.json``, or check that a previous run of this folder used the same settings."""
+    path = out / "grid.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        differ = [k for k in settings if old.get(k) != settings[k]]
+        if differ:
+            raise ValueError(f"{out} holds a grid with other {differ} ({ {k: old.get(k) for k in differ} }); "
+                             "use another output folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(path, settings)
+
+
+def _dataset_summary(source, needed) -> tuple[object, dict]:
+    """The restricted dataset (opened here once, to count it) and its counts."""
+    data = cell_dataset(source, needed)
+    restriction = data.attrs.get("select_restriction", {})
+    counts = {"n_spectra": len(data), "n_test": len(data.indices("test")),
+              "n_dropped_missing_conditions": int(restriction.get("rows_total", len(data)) - len(data)),
+              "needed_conditions": list(needed)}
+    return data, counts
+
+
+def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", seeds=3, arch: str = "compact",
+                epochs: int = 100, scheduler: str | None = None, cluster: str | None = None,
+                workers: int | None = None, progress: bool = True, needed=CONDITIONS, n_iwae: int = 64,
+                **fit_kwargs) -> GridResult:
+    """Train the grid d × condition sets × seeds and select the best model (CLI ``galvae select``).
+
+    ``galvae select --data dataset.zarr --latent 1-8 --conditions all --seeds 3 --out DIR [--arch compact]
+    [--epochs N] [--workers W] [--scheduler ADDR] [--cluster slurm]``
+
+    Parameters
+    ----------
+    dataset_path : a ``dataset.zarr`` (workers open it themselves), or an in-memory Dataset (tests).
+    out_dir : grid folder (see the module docstring); rerunning it resumes.
+    latent : latent sizes d ('1-8' or ints).
+    conditions : 'all' (the 16 subsets of {logmstar, logsfr, logssfr, metallicity}), a string such as
+        'none,logmstar,logmstar+logsfr', or a list of tuples; the empty set is the plain VAE.
+    seeds : number of seeds per (d, conditions) (0..n−1), or a list of seeds.
+    arch, epochs, **fit_kwargs : passed to :func:`galvae.fit.fit` (e.g. ``time_limit``, ``patience``,
+        ``batch_size``, ``lr``, ``loss``, ``beta``, ``device``).
+    scheduler : None: a local cluster of ``workers`` single-threaded processes; 'sync': in this process;
+        an address: join that scheduler.
+    cluster : 'slurm' starts workers with dask-jobqueue.
+    needed : every cell uses only spectra with all these properties (default: the four conditions), so
+        VAE and CVAEs are compared on the same spectra.
+    n_iwae : importance samples of the IWAE bound reported beside BIC.
+
+    Returns a :class:`GridResult`; writes grid.ecsv, best.json and the figures.
+    """
+    from .figures import plot_bic_grid, plot_bic_vs_d
+    from .report import best_model
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    latent, condition_sets = parse_latent(latent), parse_conditions(conditions)
+    needed = tuple(needed)
+    fit_kwargs = dict(fit_kwargs, arch=arch, epochs=int(epochs))
+    source = str(Path(dataset_path).resolve()) if isinstance(dataset_path, (str, os.PathLike)) else dataset_path
+    data, counts = _dataset_summary(source, needed)
+    check_grid_settings(out, _grid_settings(data.attrs.get("inputs_digest"), needed, arch, fit_kwargs))
+    cells_dir = out / CELLS
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    cells = grid_cells(latent, condition_sets, seeds)
+    todo = [c for c in cells if not (cells_dir / c.name / CELL_SUMMARY).exists()]
+    log.info("grid: %d cells (%d d × %d condition sets × seeds), %d to train, on %d spectra (%d test; %d dropped "
+             "for missing conditions)", len(cells), len(latent), len(condition_sets), len(todo),
+             counts["n_spectra"], counts["n_test"], counts["n_dropped_missing_conditions"])
+
+    def rewrite_table(*_):
+        write_table(grid_table([stored_row(cells_dir, c) for c in cells]), out / "grid.ecsv")
+
+    if todo:
+        client = _dask.make_client(scheduler, cluster, workers)
+        try:
+            threads = _torch_threads(client)
+            args = [(source, str(cells_dir), c, needed, fit_kwargs, threads,
+                     n_iwae) for c in todo]
+            if client is not None and not isinstance(source, str):
+                log.warning("an in-memory dataset is shipped to every task; pass a dataset path instead")
+            _dask.run_tasks(client, run_cell, args, "select", progress, on_result=rewrite_table,
+                            on_error=lambda a, exc: _record_lost_task(cells_dir, a[2], exc))
+        finally:
+            _dask.close_client(client)
+    rows = [stored_row(cells_dir, c) for c in cells]
+    table = grid_table(rows)
+    table.meta.update(counts)
+    table.meta["fit"] = _grid_settings(data.attrs.get("inputs_digest"), needed, arch, fit_kwargs)["fit"]
+    write_table(table, out / "grid.ecsv")
+    best = best_model(table, cells_dir)
+    if best is not None:
+        best.update(counts)
+        _write_json(out / "best.json", best)
+    figures = [p for p in (plot_bic_grid(table, out / "figures" / "bic_grid.png", best),
+                           plot_bic_vs_d(table, out / "figures" / "bic_vs_d.png")) if p is not None]
+    seconds = time.perf_counter() - t0
+    n_failed = int(np.sum(np.asarray(table["status"]) == "failed"))
+    log.info("grid done in %.0f s: %d cells done, %d failed", seconds,
+             int(np.sum(np.asarray(table["status"]) == "done")), n_failed)
+    if best is not None:
+        restart = best["other_criteria"]["bic_best_restart"]
+        log.info("best by mean BIC over seeds: %s d=%d (%.2f, seed std %.2f); by the best-validation restart: "
+                 "%s d=%d (%.2f)", best["conditions_label"], best["d"], best["bic_mean"], best["bic_seed_std"],
+                 restart["conditions_label"], restart["d"], restart["bic_mean"])
+    return GridResult(out, table, best, figures, seconds)
+
+
+def _torch_threads(client) -> int | None:
+    """1 thread per task when several tasks share a machine's cores; None (torch's default) in-process."""
+    if client is None:
+        return None
+    return 1
+
+
+def _record_lost_task(cells_dir: Path, cell: Cell, exc: Exception) -> dict:
+    """A task that died with its worker (out of memory, killed): record it as failed."""
+    error = f"{type(exc).__name__}: {exc}"
+    d = cells_dir / cell.name
+    d.mkdir(parents=True, exist_ok=True)
+    _write_json(d / CELL_ERROR, {"error": error, "traceback": ""})
+    return failed_row(cell, error)

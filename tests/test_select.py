@@ -1,0 +1,213 @@
+"""The selection grid: parsing, the table, best-model choice, failures, kill-and-resume, figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import galvae.fit as fitmod
+from galvae import likelihood as lk
+from galvae.models.synthetic import synthetic_dataset
+from galvae.select import comparable_view, parse_conditions, parse_latent, select_grid
+from galvae.select.cells import Cell, all_condition_sets
+from galvae.select.evaluate import active_dimensions, load_scores
+
+N, P = 300, 96
+GRID = {"latent": "1-2", "conditions": "none,logmstar", "seeds": 1, "epochs": 2, "scheduler": "sync",
+        "progress": False, "batch_size": 64, "lr": 2e-3, "n_iwae": 8}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(N, P, seed=3, nan_fraction=0.05)
+
+
+def rows_of(table) -> list[tuple]:
+    """The table without its timing column, for comparing two runs."""
+    keep = [c for c in table.colnames if c != "train_seconds"]
+    return [tuple(r[c] for c in keep) for r in table]
+
+
+# ---- parsing -----------------------------------------------------------------------------------------
+
+def test_parse_latent_and_conditions():
+    assert parse_latent("1-8") == list(range(1, 9))
+    assert parse_latent("1-3,6") == [1, 2, 3, 6]
+    assert parse_latent(range(2, 4)) == [2, 3]
+    with pytest.raises(ValueError):
+        parse_latent("0-2")
+    assert len(parse_conditions("all")) == 16 and parse_conditions("all")[0] == ()
+    assert parse_conditions("none,logmstar,logsfr+logmstar") == [(), ("logmstar",), ("logmstar", "logsfr")]
+    assert parse_conditions([(), ("logsfr",)]) == [(), ("logsfr",)]
+    with pytest.raises(ValueError, match="unknown condition"):
+        parse_conditions("none,mass")
+    assert len(set(all_condition_sets())) == 16
+    cell = Cell(3, ("logmstar", "logsfr"), 1)
+    assert cell.name == "d3_logmstar+logsfr_s1" and cell.k == 5
+    assert Cell(2, (), 0).name == "d2_vae_s0"
+
+
+def test_comparable_view_keeps_rows_with_every_condition(data):
+    view = comparable_view(data)
+    complete = np.all([np.isfinite(np.asarray(data.props[c], float))
+                       for c in ("logmstar", "logsfr", "logssfr", "metallicity")], axis=0)
+    assert len(view) == complete.sum() < len(data)
+    assert np.array_equal(view.ids, data.ids[complete])
+    assert np.array_equal(view.split, data.split[complete])  # same splits, fewer rows
+    assert np.array_equal(view.flux, data.flux[complete])
+    assert view.attrs["inputs_digest"] != data.attrs["inputs_digest"]
+    assert comparable_view(view) is view  # nothing to drop: the dataset itself
+
+
+def test_active_dimensions_counts_varying_latents():
+    rng = np.random.default_rng(0)
+    mu = np.column_stack([rng.normal(0, 1, 500), rng.normal(0, 0.01, 500), rng.normal(0, 0.5, 500)])
+    assert active_dimensions(mu) == 2
+
+
+# ---- the grid ----------------------------------------------------------------------------------------
+
+def test_grid_table_best_model_and_figures(data, tmp_path):
+    r = select_grid(data, tmp_path / "g", **dict(GRID, seeds=2))
+    t = r.table
+    assert len(t) == 8 and r.n_done == 8 and r.n_failed == 0
+    assert list(t["d"]) == [1, 1, 2, 2] * 2 and list(t["seed"]) == [0, 1] * 4
+    assert list(t["conditions"]) == ["vae"] * 4 + ["logmstar"] * 4
+    assert list(t["k"]) == list(t["d"] + t["n_conditions"])
+    assert len(set(t["n_test"])) == 1  # VAE and CVAE scored on the same spectra
+    view = comparable_view(data)
+    assert t["n_test"][0] == len(view.indices("test"))
+    assert t.meta["n_spectra"] == len(view) and t.meta["n_dropped_missing_conditions"] == len(data) - len(view)
+    for row in t:
+        metrics = json.loads((tmp_path / "g" / "cells" / row["cell"] / "metrics.json").read_text())
+        assert row["bic_mean"] == pytest.approx(metrics["bic"]["mean"])
+        assert row["ln_l_mean"] == pytest.approx(metrics["ln_likelihood"]["mean"])
+        scores = load_scores(tmp_path / "g" / "cells" / row["cell"] / "scores.npz")
+        assert np.mean(lk.bic(scores["ln_likelihood"], row["k"], scores["n_good"])) == pytest.approx(row["bic_mean"])
+        assert row["iwae_mean"] >= row["elbo_mean"] - 5 * row["elbo_stderr"]  # IWAE bounds ln p(x) tighter
+        assert 0 <= row["n_active"] <= row["d"]
+        assert np.all(np.isfinite([row["elbo_mean"], row["chi2_per_pixel"], row["bic_stderr"]]))
+
+    # best: the lowest mean BIC over seeds, with the spread over seeds
+    means = {}
+    for row in t:
+        means.setdefault((row["conditions"], row["d"]), []).append(row["bic_mean"])
+    (label, d), values = min(means.items(), key=lambda kv: np.mean(kv[1]))
+    best = json.loads((tmp_path / "g" / "best.json").read_text())
+    assert (best["conditions_label"], best["d"]) == (label, d)
+    assert best["bic_mean"] == pytest.approx(np.mean(values))
+    assert best["bic_seed_std"] == pytest.approx(np.std(values, ddof=1))
+    assert best["model_dir"].startswith("cells/") and "iwae" in best["other_criteria"]
+    assert best["runner_up_paired_difference"]["stderr"] > 0
+    # beside it: the seed with the best validation loss per model, and the IWAE bound
+    restart = best["other_criteria"]["bic_best_restart"]
+    picked = {}
+    for row in t:
+        key = (row["conditions"], row["d"])
+        if key not in picked or row["val_loss"] < picked[key]["val_loss"]:
+            picked[key] = row
+    top = min(picked.values(), key=lambda row: row["bic_mean"])
+    assert (restart["conditions_label"], restart["d"], restart["best_seed"]) == (top["conditions"], top["d"], top["seed"])
+    assert restart["bic_mean"] == pytest.approx(top["bic_mean"])
+
+    for name in ("bic_grid.png", "bic_vs_d.png"):
+        path = tmp_path / "g" / "figures" / name
+        assert path.exists() and path.stat().st_size > 5000
+    from astropy.table import Table
+
+    assert rows_of(Table.read(tmp_path / "g" / "grid.ecsv").filled("")) == rows_of(t)
+
+
+def test_failed_cell_is_recorded_and_retried(data, tmp_path, monkeypatch):
+    real_fit = fitmod.fit
+
+    def fit_failing_at_d2(dataset, out_dir, latent_dim, **kw):
+        if latent_dim == 2:
+            raise RuntimeError("boom at d=2")
+        return real_fit(dataset, out_dir, latent_dim, **kw)
+
+    monkeypatch.setattr(fitmod, "fit", fit_failing_at_d2)
+    r = select_grid(data, tmp_path / "g", **dict(GRID, conditions="none"))
+    status = dict(zip(r.table["d"], r.table["status"], strict=True))
+    assert status == {1: "done", 2: "failed"}
+    failed = r.table[r.table["d"] == 2][0]
+    assert "boom at d=2" in failed["error"] and np.isnan(failed["bic_mean"])
+    assert (tmp_path / "g" / "cells" / "d2_vae_s0" / "error.json").exists()
+    assert r.best["d"] == 1
+
+    monkeypatch.setattr(fitmod, "fit", real_fit)
+    again = select_grid(data, tmp_path / "g", **dict(GRID, conditions="none"))
+    assert list(again.table["status"]) == ["done", "done"]
+    assert not (tmp_path / "g" / "cells" / "d2_vae_s0" / "error.json").exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
+    select_grid(data, tmp_path / "g", **dict(GRID, latent=1, conditions="none"))
+    with pytest.raises(ValueError, match="another output folder"):
+        select_grid(data, tmp_path / "g", **dict(GRID, latent=1, conditions="none", epochs=3))
+
+
+# ---- kill and resume ---------------------------------------------------------------------------------
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import galvae.fit as fitmod
+    from galvae.models.synthetic import synthetic_dataset
+    from galvae.select import select_grid
+
+    real_fit, calls = fitmod.fit, []
+
+    def fit_killed_in_second_cell(dataset, out_dir, latent_dim, **kw):
+        calls.append(out_dir)
+        if len(calls) == 2:  # one cell finished; die after epoch 2 of the second, its checkpoint written
+            kw["callback"] = lambda epoch, row: epoch == 2 and os.kill(os.getpid(), signal.SIGKILL)
+        return real_fit(dataset, out_dir, latent_dim, **kw)
+
+    fitmod.fit = fit_killed_in_second_cell
+    data = synthetic_dataset({n}, {p}, seed=3, nan_fraction=0.05)
+    select_grid(data, sys.argv[1], **{grid})
+""")
+
+
+def test_grid_killed_midway_resumes_without_recomputing(data, tmp_path):
+    grid = dict(GRID, latent="1-3", conditions="none", epochs=3)
+    script = tmp_path / "grid.py"
+    script.write_text(KILL_SCRIPT.format(n=N, p=P, grid=repr(grid)))
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, str(script), str(killed)], capture_output=True, text=True, check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+    cells = killed / "cells"
+    finished = sorted(p.parent.name for p in cells.glob("*/cell.json"))
+    assert len(finished) == 1
+    interrupted = [p.name for p in cells.iterdir() if (p / "checkpoint.pt").exists()]
+    assert len(interrupted) == 1 and interrupted[0] not in finished
+    stamps = {p: p.stat().st_mtime_ns for name in finished for p in (cells / name).iterdir()}
+
+    resumed = select_grid(data, killed, **grid)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished cells untouched
+    assert sorted(p.parent.name for p in cells.glob("*/cell.json")) == sorted(resumed.table["cell"])
+
+    whole = select_grid(data, tmp_path / "whole", **grid)
+    assert rows_of(resumed.table) == rows_of(whole.table)  # bit for bit, timing aside
+    assert json.loads((killed / "best.json").read_text())["bic_mean"] == whole.best["bic_mean"]
+
+
+# ---- a real Dask cluster on a prepared mock -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_grid_on_a_local_cluster_from_a_dataset_path(small_mock, tmp_path):
+    from galvae.prepare.pipeline import PrepareConfig, prepare_dataset
+
+    path = tmp_path / "mock.zarr"
+    prepare_dataset(small_mock.out_dir / "spectra", path, catalog=small_mock.truth,
+                    config=PrepareConfig(n_pix=400), scheduler="sync", progress=False)
+    r = select_grid(path, tmp_path / "g", latent="1-2", conditions="none,logsfr", seeds=1, epochs=2, workers=2,
+                    progress=False, batch_size=16, n_iwae=4)
+    assert r.n_done == 4 and r.n_failed == 0
+    assert (tmp_path / "g" / "figures" / "bic_grid.png").exists()
