@@ -96,3 +96,22 @@ def test_prepare_train_encode_on_real_files(sdss_dir, tmp_path, capsys):
     latents = Table.read(tmp_path / "l.fits")
     assert len(latents) == 11 and {"mu_1", "mu_2", "sigma_1", "chi2_per_pixel", "elbo"} <= set(latents.colnames)
     assert main(["train", "--data", str(tmp_path / "missing.zarr"), "--latent", "2", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_select_explain_report_chain(small_mock, tmp_path, capsys):
+    data = tmp_path / "mock.zarr"
+    assert main(["prepare", "--spectra", str(small_mock.out_dir / "spectra"), "--catalog", str(small_mock.catalog_path),
+                 "--out", str(data), "--scheduler", "sync", "--quiet"]) == 0
+    assert main(["select", "--data", str(data), "--out", str(tmp_path / "sel"), "--latent", "1-2", "--conditions",
+                 "none,logmstar", "--seeds", "1", "--epochs", "2", "--scheduler", "sync", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells done, 0 failed" in out and "best by mean BIC" in out
+    model = next((tmp_path / "sel" / "cells").glob("d2_vae_s0"))
+    assert main(["explain", "--model", str(model), "--data", str(data), "--out", str(tmp_path),
+                 "--truth", str(small_mock.truth_path), "--n-boot", "3", "--shap-background", "16",
+                 "--shap-explain", "8", "--quiet"]) == 0
+    assert "explained variance: D1" in capsys.readouterr().out
+    assert main(["report", "--data", str(data), "--analysis", str(tmp_path / "analysis"), "--select",
+                 str(tmp_path / "sel"), "--out", str(tmp_path)]) == 0
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "data:image/png;base64," in html and "BIC" in html

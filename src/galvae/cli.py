@@ -187,6 +187,30 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_select(args) -> int:
+    """Train the grid d × condition subsets × seeds and pick the model by BIC."""
+    from .select import parse_conditions, parse_latent, select_grid
+
+    try:
+        condition_sets = parse_conditions(args.conditions)
+        needed = tuple(sorted({c for cs in condition_sets for c in cs}))
+        result = select_grid(args.data, args.out, latent=parse_latent(args.latent), conditions=condition_sets,
+                             seeds=args.seeds, arch=args.arch, epochs=args.epochs, needed=needed,
+                             patience=args.patience, time_limit=args.time_limit, scheduler=args.scheduler,
+                             cluster=None if args.cluster == "local" else args.cluster, workers=args.workers,
+                             progress=not args.quiet)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result.n_done} cells done, {result.n_failed} failed, in {result.seconds:.0f} s; table: "
+          f"{Path(args.out) / 'grid.ecsv'}")
+    if result.best:
+        b = result.best
+        print(f"best by mean BIC: {b.get('conditions_label')} d={b.get('d')} (k={b.get('k')}), "
+              f"BIC {b.get('bic_mean'):.1f} ± {b.get('bic_seed_std'):.1f} over seeds, model {b.get('model_dir')}")
+    return 0 if result.n_done else 1
+
+
 def _cmd_explain(args) -> int:
     """Rotate a VAE's latents to D1…Dd and explain them: MI, maps, traversals, SHAP, latent catalogue."""
     from .explain import explain
@@ -350,6 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="latent table (FITS or ECSV)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("select", help="BIC grid: latent size × condition subsets × seeds, on Dask (resumable)")
+    p.add_argument("--data", required=True, help="dataset.zarr")
+    p.add_argument("--out", required=True, help="grid folder (rerun to resume)")
+    p.add_argument("--latent", default="1-8", help="latent sizes, e.g. 1-8 or 2,4,6 (default 1-8)")
+    p.add_argument("--conditions", default="all",
+                   help="'all' (16 subsets of logmstar, logsfr, logssfr, metallicity) or e.g. none,logmstar,logmstar+logsfr")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--arch", default="compact", choices=["compact", "paper"])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--time-limit", type=float, default=None, help="seconds of training per cell")
+    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, or 'sync'")
+    p.add_argument("--cluster", choices=["local", "slurm"], default="local")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_select)
 
     p = sub.add_parser("explain", help="D1…Dd rotation, mutual information, maps, traversals, SHAP of a VAE")
     p.add_argument("--model", required=True, help="a plain VAE's model directory")
