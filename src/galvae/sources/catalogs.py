@@ -690,11 +690,13 @@ class JoinStats:
     def summary(self) -> str:
         """A few human-readable lines for logs and the CLI tally."""
         lines = [f"{self.keys} spectrum keys with properties"]
+        joined = len(self.rows_read) > 1  # matched/unmatched count keys found in the other catalogues
         for name, n in self.rows_read.items():
-            lines.append(
-                f"  {name}: {n} rows read, {self.duplicates_dropped.get(name, 0)} duplicates dropped, "
-                f"{self.matched.get(name, 0)} keys matched, {self.unmatched.get(name, 0)} unmatched"
-            )
+            line = f"  {name}: {n} rows read, {self.duplicates_dropped.get(name, 0)} duplicates dropped"
+            if joined:
+                line += (f", {self.matched.get(name, 0)} keys matched in another catalogue, "
+                         f"{self.unmatched.get(name, 0)} unmatched")
+            lines.append(line)
         if "gswlc" in self.rows_read:
             lines.append(f"  gswlc failed SED fits: {self.flagged_rows} rows read, {self.flagged_keys} kept")
         return "\n".join(lines)
