@@ -3,8 +3,8 @@
 Two presets:
 
 - ``demo`` (default): sized so that mock → prepare → select → explain → report finishes in minutes on
-  a 2-core laptop: a 2500-galaxy mock, the ``compact`` architecture, a small grid with time-limited
-  cells.
+  a 2-core laptop: a 2500-galaxy mock, the ``compact`` architecture, d = 1–6 × {VAE, CVAE(M*),
+  CVAE(SFR)} × 2 seeds with 12 s of training per cell.
 - ``paper``: the paper's set-up for GPUs: the ``paper`` architecture, d = 1–8 × all 16 condition
   subsets × 3 seeds, full-length training.
 
@@ -40,12 +40,12 @@ class PrepareSection:
 @dataclass
 class SelectSection:
     latent: str = "1-6"
-    conditions: str = "none,logmstar,logsfr,logmstar+logsfr"
+    conditions: str = "none,logmstar,logsfr"
     seeds: int = 2
     arch: str = "compact"
     epochs: int = 40
     patience: int = 6
-    time_limit: float | None = 20.0     # seconds of training per cell; None: no limit
+    time_limit: float | None = 12.0     # seconds of training per cell; None: no limit
 
 
 @dataclass
