@@ -88,7 +88,7 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     from .report.html import write_report
     from .select import parse_conditions, parse_latent, select_grid
 
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # artifacts refer to each other by path: make them cwd-independent
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     timings: dict = {}
