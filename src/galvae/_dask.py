@@ -44,6 +44,7 @@ def make_client(scheduler: str | None = None, cluster: str | None = None, worker
     if cluster not in (None, "local"):
         raise ValueError(f"cluster must be None, 'local' or 'slurm', got {cluster!r}")
     n = workers or os.cpu_count() or 1
+    # ":0" binds any free port: with None, distributed still takes 8787 and warns when another cluster holds it
     return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.WARNING))
 

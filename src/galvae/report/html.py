@@ -298,7 +298,19 @@ def selection_section(select_dir) -> str:
             body.append(figure_html(p, number, FIGURE_CAPTIONS["fig2_bic"][1] if name == "bic_grid"
                                     else "Test-set BIC against the latent size d."))
     if best:
-        body.append("<h3>Best model</h3>" + kv_table(best.items()))
+        body.append("<h3>Best model (the paper's rule: lowest mean BIC over seeds)</h3>"
+                    + kv_table((k, v) for k, v in best.items() if not isinstance(v, (dict, list))))
+        others = best.get("other_criteria") or {}
+        if others:
+            shown = ("conditions_label", "d", "k", "bic_mean", "iwae_mean", "bic_seed_std", "best_seed")
+            rows = [(name, ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in choice.items() if k in shown)
+                     if isinstance(choice, dict) else choice) for name, choice in others.items()]
+            body.append("<h3>Other criteria</h3>" + kv_table(rows))
+        if best.get("recommended"):
+            rec = best["recommended"]
+            text = f"{rec.get('criterion')}: {rec.get('why', '')}" if isinstance(rec, dict) else str(rec)
+            body.append(f"<p><b>Recommended criterion</b> — {esc(text)}</p>")
     if (s / "grid.ecsv").exists():
         grid = Table.read(s / "grid.ecsv")
         body.append(f"<h3>The grid ({len(grid)} cells)</h3>" + _bic_table(grid, best))

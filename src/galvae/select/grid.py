@@ -95,18 +95,27 @@ class GridResult:
 _DATASETS: dict = {}  # per worker process: the opened, restricted dataset of each path
 
 
+def restriction(dataset, needed=CONDITIONS) -> tuple[np.ndarray, str]:
+    """Rows with every ``needed`` property (bool mask), and the digest naming the restricted dataset."""
+    keep = rows_with_conditions(dataset.props, tuple(needed))
+    parent = dataset.attrs.get("inputs_digest")
+    if keep.all():
+        return keep, parent
+    digest = hashlib.sha1(f"{parent}:{','.join(needed)}:{int(keep.sum())}".encode()).hexdigest()[:16]
+    return keep, digest
+
+
 def comparable_view(dataset, needed=CONDITIONS):
     """The dataset restricted to rows with every ``needed`` property (same splits), so that a VAE and
     every CVAE are trained and scored on the same spectra. Returns ``dataset`` itself when no row lacks
     one; the view's ``inputs_digest`` names the restriction."""
-    keep = rows_with_conditions(dataset.props, tuple(needed))
+    keep, digest = restriction(dataset, needed)
     if keep.all():
         return dataset
     from ..fit import take_rows
 
     rows = np.flatnonzero(keep)
-    digest = hashlib.sha1(f"{dataset.attrs.get('inputs_digest')}:{','.join(needed)}:{rows.size}".encode())
-    attrs = dict(dataset.attrs, inputs_digest=digest.hexdigest()[:16],
+    attrs = dict(dataset.attrs, inputs_digest=digest,
                  select_restriction={"needed": list(needed), "rows_kept": int(rows.size),
                                      "rows_total": len(keep), "parent_digest": dataset.attrs.get("inputs_digest")})
     return replace(dataset, flux=take_rows(dataset.flux, rows), ivar=take_rows(dataset.ivar, rows),
@@ -122,17 +131,24 @@ def _store_stamp(path: Path) -> int:
     return path.stat().st_mtime_ns
 
 
+def _open(source):
+    """An in-memory Dataset as is; a path opened lazily (Zarr arrays read row by row where used)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    from ..prepare import open_dataset
+
+    return open_dataset(Path(source), load=False)
+
+
 def cell_dataset(source, needed=CONDITIONS):
     """The restricted dataset for a task: opened from its path once per worker process, or given."""
     if not isinstance(source, (str, os.PathLike)):
         return comparable_view(source, needed)
-    from ..prepare import open_dataset
-
     path = Path(source).resolve()
     key = (str(path), _store_stamp(path), tuple(needed))
     if key not in _DATASETS:
         _DATASETS.clear()  # one dataset per worker at a time: they are big
-        _DATASETS[key] = comparable_view(open_dataset(path), needed)
+        _DATASETS[key] = comparable_view(_open(path), needed)
     return _DATASETS[key]
 
 
@@ -276,14 +292,13 @@ def check_grid_settings(out: Path, settings: dict) -> None:
     _write_json(path, settings)
 
 
-def _dataset_summary(source, needed) -> tuple[object, dict]:
-    """The restricted dataset (opened here once, to count it) and its counts."""
-    data = cell_dataset(source, needed)
-    restriction = data.attrs.get("select_restriction", {})
-    counts = {"n_spectra": len(data), "n_test": len(data.indices("test")),
-              "n_dropped_missing_conditions": int(restriction.get("rows_total", len(data)) - len(data)),
-              "needed_conditions": list(needed)}
-    return data, counts
+def _dataset_summary(source, needed) -> tuple[str, dict]:
+    """The restricted dataset's digest and counts, from its properties and splits alone (no spectra read)."""
+    data = _open(source)
+    keep, digest = restriction(data, needed)
+    counts = {"n_spectra": int(keep.sum()), "n_test": int(keep[data.indices("test")].sum()),
+              "n_dropped_missing_conditions": int((~keep).sum()), "needed_conditions": list(needed)}
+    return digest, counts
 
 
 def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", seeds=3, arch: str = "compact",
@@ -323,8 +338,8 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     needed = tuple(needed)
     fit_kwargs = dict(fit_kwargs, arch=arch, epochs=int(epochs))
     source = str(Path(dataset_path).resolve()) if isinstance(dataset_path, (str, os.PathLike)) else dataset_path
-    data, counts = _dataset_summary(source, needed)
-    check_grid_settings(out, _grid_settings(data.attrs.get("inputs_digest"), needed, arch, fit_kwargs))
+    digest, counts = _dataset_summary(source, needed)
+    check_grid_settings(out, _grid_settings(digest, needed, arch, fit_kwargs))
     cells_dir = out / CELLS
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(latent, condition_sets, seeds)
@@ -351,12 +366,13 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     rows = [stored_row(cells_dir, c) for c in cells]
     table = grid_table(rows)
     table.meta.update(counts)
-    table.meta["fit"] = _grid_settings(data.attrs.get("inputs_digest"), needed, arch, fit_kwargs)["fit"]
+    table.meta["fit"] = _grid_settings(digest, needed, arch, fit_kwargs)["fit"]
     write_table(table, out / "grid.ecsv")
     best = best_model(table, cells_dir)
     if best is not None:
         best.update(counts)
         _write_json(out / "best.json", best)
+    _DATASETS.clear()  # in-process ('sync') runs cached the dataset here
     figures = [p for p in (plot_bic_grid(table, out / "figures" / "bic_grid.png", best),
                            plot_bic_vs_d(table, out / "figures" / "bic_vs_d.png")) if p is not None]
     seconds = time.perf_counter() - t0
