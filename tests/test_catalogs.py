@@ -402,3 +402,17 @@ def test_format_and_parse_ids_round_trip():
     assert plate.tolist() == [269, 10000, 1, -1, -1, 269]
     assert mjd.tolist() == [51910, 58000, 1, -1, -1, 51910]
     assert fiber.tolist() == [145, 1, 1000, -1, -1, 145]
+
+
+def test_a_properties_table_is_read_as_it_is(tmp_path):
+    from astropy.table import Table
+
+    from galvae.sources.catalogs import load_properties
+
+    t = Table({"id": ["0266-51602-0001", "0266-51602-0013"], "logmstar": [10.1, 9.2], "metallicity": [8.9, np.nan]})
+    t.write(tmp_path / "truth.fits")
+    props = load_properties(tmp_path / "truth.fits")
+    assert props.meta["format"] == "properties"
+    matched, stats = match_properties(["0266-51602-0013", "0266-51602-0002"], props)
+    assert (stats.matched, stats.unmatched) == (1, 1)
+    assert matched["logmstar"][0] == pytest.approx(9.2) and np.isnan(matched["logmstar"][1])

@@ -615,6 +615,8 @@ def read_catalog(path) -> Table:
     """Read a catalogue whose format is recognised from its content, for ``galvae download --catalog``.
 
     - FITS table with ``PLATE``, ``MJD``, ``FIBERID`` → :func:`read_specobj` (specObj, spAll);
+    - FITS table with ``id`` and ``logmstar`` → a ready properties table (a mock's ``truth.fits``, or
+      the output of ``galvae catalog``), returned as it is;
     - FITS table with ``PLATEID`` → MPA-JHU ``gal_info``: refused, it needs its ``gal_fiboh`` file
       (use :func:`read_mpajhu`);
     - text whose first data line has 24 numeric fields → :func:`read_gswlc`.
@@ -632,6 +634,11 @@ def read_catalog(path) -> Table:
             if {"PLATE", "MJD", "FIBERID"} <= set(names):
                 table = _read_specobj_hdu(hdu, path)
                 table.meta["format"] = "specobj"
+                return table
+            if {"ID", "LOGMSTAR"} <= set(names):
+                # A ready properties table keyed by id (a mock's truth.fits, or `galvae catalog`'s output)
+                table = Table(hdu.data)
+                table.meta["format"] = "properties"
                 return table
         if "PLATEID" in names:
             raise ValueError(
@@ -921,6 +928,8 @@ def load_properties(*paths) -> Table:
     gswlc, specobj = [], None
     for path in paths:
         table = read_catalog(path)
+        if table.meta.get("format") == "properties" and len(paths) == 1:
+            return table
         if table.meta.get("format") == "gswlc":
             gswlc.append(table)
         elif specobj is None:
