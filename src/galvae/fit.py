@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ._jsonio import to_jsonable, write_json as _write_json
 from . import __version__
 from . import likelihood as lk
 from .models import PCA, load_model, save_weights
@@ -166,20 +167,8 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.ndarray, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -219,8 +208,8 @@ def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device) 
 def _settings_match(old: dict, new: dict) -> list[str]:
     """Names of config entries that differ between a stored run and the requested one."""
     keys = ("model", "conditions_requested", "training", "dataset_digest")
-    return [k for k in keys if json.loads(json.dumps(old.get(k), default=_json_default))
-            != json.loads(json.dumps(new.get(k), default=_json_default))]
+    return [k for k in keys if json.loads(json.dumps(old.get(k), default=to_jsonable))
+            != json.loads(json.dumps(new.get(k), default=to_jsonable))]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._jsonio import write_json as _write_json
 from .rotation import LatentRotation
 
 log = logging.getLogger(__name__)
@@ -122,22 +123,8 @@ class _Stamps:
         _write_json(self.path, self.data)
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (np.ndarray, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _write_ecsv(table, path: Path) -> None:

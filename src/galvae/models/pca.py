@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._jsonio import write_json as _write_json
+
 log = logging.getLogger(__name__)
 
 ARRAYS = "pca.npz"
@@ -207,7 +209,3 @@ class PCA:
         return pca
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)

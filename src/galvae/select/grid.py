@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._jsonio import to_jsonable, write_json as _write_json
 from .. import _dask
 from ..models.conditions import CONDITIONS, rows_with_conditions
 from .cells import Cell, grid_cells, parse_conditions, parse_latent
@@ -156,20 +157,8 @@ def cell_dataset(source, needed=CONDITIONS):
 # one cell (a Dask task)
 # ---------------------------------------------------------------------------------------------------
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (np.ndarray, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _base_row(cell: Cell) -> dict:
@@ -275,7 +264,7 @@ def write_table(table, path: Path) -> None:
 
 def _grid_settings(view_digest, needed, arch, fit_kwargs) -> dict:
     return {"dataset_digest": view_digest, "needed_conditions": list(needed), "arch": arch,
-            "fit": json.loads(json.dumps(fit_kwargs, default=_json_default))}
+            "fit": json.loads(json.dumps(fit_kwargs, default=to_jsonable))}
 
 
 def check_grid_settings(out: Path, settings: dict) -> None:
