@@ -10,7 +10,7 @@ bytes before the end); ``reset`` (the same, but end with a
 TCP reset); ``slow:S`` (wait S seconds before answering, to outlast a client timeout); ``delay:S``
 (wait S seconds, then serve normally); ``notfits`` (200 with an HTML page instead of the file).
 
-``requests`` counts GETs per path; ``max_in_flight`` is the most requests handled at once.
+``requests`` counts GETs per path; ``max_in_flight`` is the most requests waiting in a delay at once.
 Also here: :func:`make_spec_bytes`, a small but valid SDSS-I/II spec-lite file built with astropy.
 """
 
@@ -41,21 +41,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         state = self.server.state
         action = state.next_action(self.path)
-        with state.lock:
-            state.in_flight += 1
-            state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             self._perform(action, state)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (e.g. after its timeout): expected for "slow"
-        finally:
-            with state.lock:
-                state.in_flight -= 1
 
     def _perform(self, action: str, state: "_State") -> None:
         body = state.files.get(self.path)
         if action.startswith("slow:") or action.startswith("delay:"):
+            # Concurrency is measured over the waits: a sequential client cannot overlap two of them,
+            # whereas counting up to the last byte written races with the client's next request.
+            with state.lock:
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
             state.stopping.wait(float(action.split(":", 1)[1]))
+            with state.lock:
+                state.in_flight -= 1
         if action.isdigit():
             self._send(int(action), b"")
         elif action == "notfits":
