@@ -24,12 +24,13 @@ import argparse
 import contextlib
 import io
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from galvae.prepare.gappy_pca import gappy_pca_fill
+
+from timing import best_time  # benchmarks/timing.py
 
 YIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "yip2004_galaxy_eigenspectra.fits"
 
@@ -77,15 +78,6 @@ def astroml_iterative_pca():
     return module.iterative_pca
 
 
-def timed(fn, repeat: int = 1):
-    """(best wall s, best CPU s, result) over ``repeat`` runs."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return min(walls), min(cpus), out
 
 
 def differences(ours, ref, bad) -> tuple[float, float, float]:
@@ -117,13 +109,13 @@ def main(argv=None) -> None:
     def run_galvae(svd="randomized"):
         return gappy_pca_fill(flux, ~bad, n_components=k, n_iter=n_iter, row_norm="l2", svd=svd)[0]
 
-    ref_wall, ref_cpu, ref = timed(run_astroml)
+    ref_wall, ref_cpu, ref = best_time(run_astroml)
     rows = [("astroML iterative_pca", ref_wall, ref_cpu, None)]
-    wall, cpu, ours = timed(run_galvae, args.repeat)
+    wall, cpu, ours = best_time(run_galvae, args.repeat)
     rows.append(("galvae gappy_pca_fill", wall, cpu, differences(ours, ref, bad)))
     unchanged = np.array_equal(ours[~bad], flux[~bad])
     if args.exact:
-        w, c, exact = timed(lambda: run_galvae("exact"))
+        w, c, exact = best_time(lambda: run_galvae("exact"))
         rows.append(("galvae, svd='exact'", w, c, differences(exact, ref, bad)))
 
     print(f"{args.n} spectra x {flux.shape[1]} pixels ({what}), {100 * bad.mean():.0f}% masked, "

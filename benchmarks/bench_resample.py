@@ -18,13 +18,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"  # one core, for both sides, before numpy loads
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from galvae.prepare.resample import log_grid, resample_batch
+
+from timing import best_time  # benchmarks/timing.py
 
 SDSS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sdss"
 
@@ -80,15 +81,6 @@ def run_spectres(grid, wave, flux, ivar):
     return f_out, s_out
 
 
-def best_time(fn, repeat: int):
-    """(best wall s, best CPU s, result) over ``repeat`` runs."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeat):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return min(walls), min(cpus), out
 
 
 def main(argv=None) -> None:

@@ -55,13 +55,9 @@ def _cmd_catalog(args) -> int:
     if not (args.gswlc or args.mpajhu or args.specobj):
         print("give at least one of --gswlc, --mpajhu, --specobj", file=sys.stderr)
         return 2
-    try:
-        gswlc = [catalogs.read_gswlc(p) for p in args.gswlc or []]
-        mpajhu = catalogs.read_mpajhu(*args.mpajhu) if args.mpajhu else None
-        specobj = catalogs.read_specobj(args.specobj) if args.specobj else None
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    gswlc = [catalogs.read_gswlc(p) for p in args.gswlc or []]
+    mpajhu = catalogs.read_mpajhu(*args.mpajhu) if args.mpajhu else None
+    specobj = catalogs.read_specobj(args.specobj) if args.specobj else None
     for table in gswlc:
         for line, reason in table.meta.get("rejects", []):
             print(f"skipped {table.meta.get('source', 'gswlc')} line {line}: {reason}")
@@ -77,14 +73,10 @@ def _cmd_download(args) -> int:
     """Select targets from a catalogue and fetch their spec-lite files; print the tally."""
     from .sources import download
 
-    try:
-        tally = download.download_from_catalog(
-            args.catalog, args.out, zmax=args.zmax, limit=args.limit, base_url=args.base_url,
-            release=args.release, run2d_sdss=args.run2d_sdss, run2d_boss=args.run2d_boss,
-            workers=args.workers, retries=args.retries, timeout=args.timeout, progress=not args.quiet)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    tally = download.download_from_catalog(
+        args.catalog, args.out, zmax=args.zmax, limit=args.limit, base_url=args.base_url,
+        release=args.release, run2d_sdss=args.run2d_sdss, run2d_boss=args.run2d_boss,
+        workers=args.workers, retries=args.retries, timeout=args.timeout, progress=not args.quiet)
     for tid, reason in tally.failed:
         print(f"failed {tid}: {reason}")
     selection = ", ".join(f"{k} {v}" for k, v in tally.selection.items())
@@ -97,13 +89,9 @@ def _cmd_mock(args) -> int:
     """Make (or find, cached by configuration) a bagpipes mock survey in SDSS formats."""
     from .sources.mock import make_mock_survey
 
-    try:
-        survey = make_mock_survey(
-            args.out, n=args.n, seed=args.seed, vary=args.vary, workers=args.workers, zmin=args.zmin,
-            zmax=args.zmax, flux_limit=None if args.no_flux_limit else args.flux_limit, progress=not args.quiet)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    survey = make_mock_survey(
+        args.out, n=args.n, seed=args.seed, vary=args.vary, workers=args.workers, zmin=args.zmin,
+        zmax=args.zmax, flux_limit=None if args.no_flux_limit else args.flux_limit, progress=not args.quiet)
     state = "found (cached)" if survey.from_cache else "made"
     print(f"{state} {len(survey.paths)} mock spectra in {Path(args.out) / 'spectra'}")
     print(f"catalogue (GSWLC-2 format): {survey.catalog_path}\ntruth table: {survey.truth_path}")
@@ -133,19 +121,15 @@ def _cmd_train(args) -> int:
     from .fit import fit, fit_pca
     from .prepare import open_dataset
 
-    try:
-        data = open_dataset(args.data)
-        conditions = tuple(c for c in (args.conditions or "").split(",") if c)
-        if args.arch in ("pca", "wpca"):
-            out = fit_pca(data, args.out, n_components=args.latent, weighted=args.arch == "wpca")
-        else:
-            out = fit(data, args.out, latent_dim=args.latent, conditions=conditions, arch=args.arch, loss=args.loss,
-                      beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      patience=args.patience, device=args.device, resume=args.resume, progress=not args.quiet,
-                      time_limit=args.time_limit, overwrite=args.overwrite)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    data = open_dataset(args.data)
+    conditions = tuple(c for c in (args.conditions or "").split(",") if c)
+    if args.arch in ("pca", "wpca"):
+        out = fit_pca(data, args.out, n_components=args.latent, weighted=args.arch == "wpca")
+    else:
+        out = fit(data, args.out, latent_dim=args.latent, conditions=conditions, arch=args.arch, loss=args.loss,
+                  beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                  patience=args.patience, device=args.device, resume=args.resume, progress=not args.quiet,
+                  time_limit=args.time_limit, overwrite=args.overwrite)
     import json
 
     metrics = json.loads((Path(out) / "metrics.json").read_text())
@@ -160,11 +144,7 @@ def _cmd_encode(args) -> int:
     from .fit import encode_dataset
     from .prepare import open_dataset
 
-    try:
-        path = encode_dataset(args.model, open_dataset(args.data), args.out, device=args.device)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = encode_dataset(args.model, open_dataset(args.data), args.out, device=args.device)
     print(f"latent table written to {path}")
     return 0
 
@@ -174,34 +154,26 @@ def _cmd_run(args) -> int:
     from .config import load_config
     from .run import run
 
-    try:
-        cfg = load_config(args.preset, args.config, source=args.source, spectra=args.spectra, catalog=args.catalog,
-                          workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
-        if cfg.source == "sdss" and not cfg.catalog:
-            log.warning("no --catalog: physical properties will be NaN, CVAEs and MI cannot run")
-        report = run(args.out, cfg, progress=not args.quiet)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.preset, args.config, source=args.source, spectra=args.spectra, catalog=args.catalog,
+                      workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
+    if cfg.source == "sdss" and not cfg.catalog:
+        log.warning("no --catalog: physical properties will be NaN, CVAEs and MI cannot run")
+    report = run(args.out, cfg, progress=not args.quiet)
     print(f"report: {report}")
     return 0
 
 
 def _cmd_select(args) -> int:
     """Train the grid d × condition subsets × seeds and pick the model by BIC."""
-    from .select import parse_conditions, parse_latent, select_grid
+    from .select import conditions_needed, parse_conditions, parse_latent, select_grid
 
-    try:
-        condition_sets = parse_conditions(args.conditions)
-        needed = tuple(sorted({c for cs in condition_sets for c in cs}))
-        result = select_grid(args.data, args.out, latent=parse_latent(args.latent), conditions=condition_sets,
-                             seeds=args.seeds, arch=args.arch, epochs=args.epochs, needed=needed,
-                             patience=args.patience, time_limit=args.time_limit, scheduler=args.scheduler,
-                             cluster=None if args.cluster == "local" else args.cluster, workers=args.workers,
-                             progress=not args.quiet)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    condition_sets = parse_conditions(args.conditions)
+    result = select_grid(args.data, args.out, latent=parse_latent(args.latent), conditions=condition_sets,
+                         seeds=args.seeds, arch=args.arch, epochs=args.epochs,
+                         needed=conditions_needed(condition_sets),
+                         patience=args.patience, time_limit=args.time_limit, scheduler=args.scheduler,
+                         cluster=None if args.cluster == "local" else args.cluster, workers=args.workers,
+                         progress=not args.quiet)
     print(f"{result.n_done} cells done, {result.n_failed} failed, in {result.seconds:.0f} s; table: "
           f"{Path(args.out) / 'grid.ecsv'}")
     if result.best:
@@ -215,13 +187,9 @@ def _cmd_explain(args) -> int:
     """Rotate a VAE's latents to D1…Dd and explain them: MI, maps, traversals, SHAP, latent catalogue."""
     from .explain import explain
 
-    try:
-        result = explain(args.model, args.data, args.out, truth=args.truth, cvae_dirs=args.cvae or (),
-                         seed=args.seed, n_boot=args.n_boot, n_background=args.shap_background,
-                         n_explain=args.shap_explain, progress=not args.quiet)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = explain(args.model, args.data, args.out, truth=args.truth, cvae_dirs=args.cvae or (),
+                     seed=args.seed, n_boot=args.n_boot, n_background=args.shap_background,
+                     n_explain=args.shap_explain, progress=not args.quiet)
     ratios = ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(result.rotation.explained_variance_ratio_))
     print(f"analysis written to {result.analysis_dir}\nexplained variance: {ratios}")
     return 0
@@ -244,11 +212,7 @@ def _cmd_report(args) -> int:
     config = None
     if run and (run / "config.json").exists():
         config = json.loads((run / "config.json").read_text())
-    try:
-        path = write_report(out, data, analysis, select_dir=select, config=config)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = write_report(out, data, analysis, select_dir=select, config=config)
     print(f"report: {path}")
     return 0
 
@@ -424,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as exc:  # bad arguments or unreadable inputs: say which, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

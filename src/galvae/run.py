@@ -86,7 +86,7 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     from .explain import explain
     from .prepare import PrepareConfig, prepare_dataset
     from .report.html import write_report
-    from .select import parse_conditions, parse_latent, select_grid
+    from .select import conditions_needed, parse_conditions, parse_latent, select_grid
 
     out = Path(out_dir).resolve()  # artifacts refer to each other by path: make them cwd-independent
     out.mkdir(parents=True, exist_ok=True)
@@ -107,10 +107,9 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     with _stage("select", timings):
         s = cfg.select
         condition_sets = parse_conditions(s.conditions)
-        # VAE and CVAEs are compared on the spectra that have every condition the grid uses
-        needed = tuple(sorted({c for cs in condition_sets for c in cs}))
         grid = select_grid(out / "dataset.zarr", out / "select", latent=parse_latent(s.latent),
-                           conditions=condition_sets, seeds=s.seeds, arch=s.arch, epochs=s.epochs, needed=needed,
+                           conditions=condition_sets, seeds=s.seeds, arch=s.arch, epochs=s.epochs,
+                           needed=conditions_needed(condition_sets),
                            patience=s.patience, time_limit=s.time_limit, progress=progress, **dask)
     with _stage("explain", timings):
         cells = out / "select" / "cells"

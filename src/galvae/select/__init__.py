@@ -6,8 +6,8 @@ number of active latent dimensions), writes the grid table, the best model by me
 the paper's Figure 2.
 """
 
-from .cells import Cell, all_condition_sets, parse_conditions, parse_latent
+from .cells import Cell, all_condition_sets, conditions_needed, parse_conditions, parse_latent
 from .grid import GridResult, comparable_view, select_grid
 
-__all__ = ["Cell", "GridResult", "all_condition_sets", "comparable_view", "parse_conditions", "parse_latent",
+__all__ = ["Cell", "GridResult", "all_condition_sets", "conditions_needed", "comparable_view", "parse_conditions", "parse_latent",
            "select_grid"]

@@ -83,6 +83,12 @@ def parse_conditions(spec) -> list[tuple[str, ...]]:
     return out
 
 
+def conditions_needed(condition_sets) -> tuple[str, ...]:
+    """Every condition some set of the grid uses: the properties a spectrum must have to take part, so
+    that the VAE and every CVAE are compared on the same spectra."""
+    return tuple(sorted({c for cs in condition_sets for c in cs}))
+
+
 def grid_cells(latent, conditions, seeds) -> list[Cell]:
     """Every (d, conditions, seed); ``seeds`` is a count (0..n−1) or an explicit list."""
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
