@@ -115,3 +115,40 @@ def test_select_explain_report_chain(small_mock, tmp_path, capsys):
                  str(tmp_path / "sel"), "--out", str(tmp_path)]) == 0
     html = (tmp_path / "report" / "index.html").read_text()
     assert "data:image/png;base64," in html and "BIC" in html
+
+
+def test_mock_verb(tmp_path, capsys):
+    pytest.importorskip("bagpipes")
+    assert main(["mock", "--n", "4", "--seed", "2", "--out", str(tmp_path / "m"), "--workers", "1", "--quiet"]) == 0
+    assert "made 4 mock spectra" in capsys.readouterr().out
+    assert main(["mock", "--n", "4", "--seed", "2", "--out", str(tmp_path / "m"), "--workers", "1", "--quiet"]) == 0
+    assert "found (cached) 4 mock spectra" in capsys.readouterr().out
+    assert len(list((tmp_path / "m" / "spectra").glob("spec-*.fits"))) == 4
+
+
+def test_run_end_to_end_on_a_tiny_mock(tmp_path, capsys):
+    """`galvae run` chains every stage; a rerun skips them all."""
+    pytest.importorskip("bagpipes")
+    config = tmp_path / "tiny.yaml"
+    config.write_text("mock: {n: 60, seed: 4}\n"
+                      "select: {latent: '1-2', conditions: 'none,logmstar', seeds: 1, epochs: 2, time_limit: null}\n"
+                      "explain: {n_boot: 3, shap_background: 16, shap_explain: 8}\n")
+    args = ["run", "--out", str(tmp_path / "run"), "--config", str(config), "--scheduler", "sync", "--workers", "1",
+            "--quiet"]
+    assert main(args) == 0
+    run = tmp_path / "run"
+    assert "report:" in capsys.readouterr().out
+    for artifact in ("config.json", "timings.json", "dataset.zarr", "select/grid.ecsv", "select/best.json",
+                     "analysis/latents.fits", "analysis/summary.json", "report/index.html"):
+        assert (run / artifact).exists(), artifact
+    html = (run / "report" / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html.replace("https://www.sdss.org", "")
+    def stamps():
+        files = [run / "dataset.zarr" / "zarr.json", run / "mock" / "truth.fits",
+                 *sorted((run / "select" / "cells").glob("*/cell.json"))]
+        return {str(f): f.stat().st_mtime_ns for f in files}
+
+    before = stamps()
+    assert len(before) == 2 + 4  # 4 finished cells
+    assert main(args) == 0  # rerun: mock, dataset and every cell are found, not redone
+    assert stamps() == before
