@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -205,9 +204,8 @@ def test_rerun_is_a_cache_hit_and_a_new_config_replaces_the_files(tmp_path):
     first = make_mock_survey(tmp_path, n=6, seed=1, workers=1, progress=False)
     assert not first.from_cache
     stamp = first.paths[0].stat().st_mtime_ns
-    t0 = time.perf_counter()
     again = make_mock_survey(tmp_path, n=6, seed=1, workers=1, progress=False)
-    assert again.from_cache and time.perf_counter() - t0 < 2.0
+    assert again.from_cache
     assert again.config_hash == first.config_hash and again.paths[0].stat().st_mtime_ns == stamp
     assert list(again.truth["id"]) == list(first.truth["id"])
 
