@@ -217,6 +217,15 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _add_dask_options(p) -> None:
+    """--workers / --scheduler / --cluster, the same for every stage that fans out on Dask."""
+    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler to join, or 'sync' to run in this process")
+    p.add_argument("--cluster", choices=["local", "slurm"], default=None,
+                   help="start a local cluster (default) or SLURM workers via dask-jobqueue")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -234,9 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=["mock", "sdss"], default=None, help="mock (default) or sdss files")
     p.add_argument("--spectra", help="folder of SDSS spec files (with --source sdss)")
     p.add_argument("--catalog", help="GSWLC-2 or specObj catalogue (with --source sdss)")
-    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler to use")
-    p.add_argument("--cluster", choices=["local", "slurm"], default=None, help="local (default) or slurm")
+    _add_dask_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
@@ -301,11 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--components", type=int, default=10, help="gappy-PCA eigenspectra (default 10)")
     p.add_argument("--iterations", type=int, default=10, help="gappy-PCA iterations (default 10)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
-    p.add_argument("--scheduler", default=None,
-                   help="address of a running Dask scheduler to join, or 'sync' to run in this process")
-    p.add_argument("--cluster", choices=["local", "slurm"], default="local",
-                   help="start a local cluster (default) or SLURM workers via dask-jobqueue")
+    _add_dask_options(p)
     p.add_argument("--strict", action="store_true", help="exit 1 if any spectrum was rejected")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare)
@@ -350,9 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--time-limit", type=float, default=None, help="seconds of training per cell")
-    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, or 'sync'")
-    p.add_argument("--cluster", choices=["local", "slurm"], default="local")
+    _add_dask_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_select)
 

@@ -92,7 +92,7 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
     timings: dict = {}
-    dask = dict(scheduler=cfg.scheduler, cluster=None if cfg.cluster == "local" else cfg.cluster,
+    dask = dict(scheduler=cfg.scheduler, cluster=cfg.cluster,
                 workers=cfg.workers)
 
     with _stage("source", timings):
