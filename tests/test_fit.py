@@ -161,6 +161,31 @@ def test_nan_guard_reloads_lowers_rate_then_stops(data, tmp_path, monkeypatch, c
     assert len(history(out)) == 2
 
 
+def test_plateau_goes_back_to_the_best_weights_at_a_lower_rate_then_stops(data, tmp_path, monkeypatch):
+    val_losses = iter([10.0, 5.0] + [6.0 + i for i in range(20)])  # best at epoch 2, never better after
+    monkeypatch.setattr(fitmod, "_validate", lambda *a: (next(val_losses), 1.0))
+    real_epoch = fitmod._train_one_epoch
+    weights_in, weights_out = [], []
+
+    def recording_epoch(model, *args):
+        weights_in.append({k: v.clone() for k, v in model.state_dict().items()})
+        loss = real_epoch(model, *args)
+        weights_out.append({k: v.clone() for k, v in model.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(fitmod, "_train_one_epoch", recording_epoch)
+    out = fit(data, tmp_path / "m", latent_dim=2, **dict(FAST, epochs=20, patience=2))
+    rows = history(out)
+    # epochs 3-4 flat → drop 1; 5-6 flat → drop 2; 7-8 flat → stop
+    assert len(rows) == 8 and json.loads((out / "metrics.json").read_text())["status"] == "early_stopped"
+    s = fitmod.TrainSettings(epochs=20, batch_size=64, lr=2e-3)
+    n_batches = int(np.ceil(len(data.indices("train")) / 64))
+    scale = [float(r["lr"]) / fitmod.learning_rate(i * n_batches, 20 * n_batches, s) for i, r in enumerate(rows)]
+    np.testing.assert_allclose(scale, [1, 1, 1, 1, 0.2, 0.2, 0.04, 0.04], rtol=1e-9)
+    assert state_dicts_equal(weights_in[4], weights_out[1]) and state_dicts_equal(weights_in[6], weights_out[1])
+    assert not state_dicts_equal(weights_in[4], weights_out[3])
+
+
 # ---- conditions, loading, encoding -------------------------------------------------------------------
 
 def test_cvae_excludes_spectra_without_conditions_and_stores_transforms(data, tmp_path):

@@ -67,7 +67,9 @@ class TrainSettings:
     lr: float = 1e-3                # peak learning rate
     weight_decay: float = 1e-4      # AdamW
     seed: int = 0
-    patience: int = 10              # epochs without a better val loss before stopping
+    patience: int = 10              # epochs without a better val loss before a plateau is declared
+    plateau_drops: int = 2          # on a plateau: reload the best weights, lr × plateau_factor; then stop
+    plateau_factor: float = 0.2
     warmup_fraction: float = 0.05   # of all steps, linear warm-up before the cosine decay
     final_lr_fraction: float = 0.01  # the cosine ends at lr × this
     max_nan_retries: int = 2        # NaN guard: reload best at a 10× lower rate this many times
@@ -84,6 +86,7 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     nan_retries: int = 0
+    plateau_drops: int = 0
     history: list = field(default_factory=list)
 
 
@@ -321,7 +324,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     with tqdm(total=total_steps, initial=state.step, disable=not progress, unit="batch",
               desc=f"fit {arch} d={cfg.latent_dim}") as bar:
         while state.epoch < s.epochs:
-            if state.bad_epochs >= s.patience:
+            if state.bad_epochs >= s.patience and not _plateau(out, model, s, state, dev):
                 status = "early_stopped"
                 break
             if time_limit is not None and sum(r["seconds"] for r in state.history) >= time_limit:
@@ -404,6 +407,20 @@ def _end_epoch(out: Path, model, opt, state: TrainState, batch_gen, row: dict) -
         state.bad_epochs += 1
     _write_history(out / "history.csv", state.history)
     _save_checkpoint(out, model, opt, state, batch_gen)
+
+
+def _plateau(out: Path, model, s: TrainSettings, state: TrainState, dev) -> bool:
+    """No better val loss for ``patience`` epochs: go back to the best weights at a lower learning rate
+    (the cosine schedule may still be near its peak); False once ``plateau_drops`` are spent."""
+    if state.plateau_drops >= s.plateau_drops:
+        return False
+    state.plateau_drops += 1
+    state.lr_scale *= s.plateau_factor
+    state.bad_epochs = 0
+    model.load_state_dict(torch.load(out / BEST, map_location=dev, weights_only=True))
+    log.info("val loss flat for %d epochs: back to epoch %d at %.3g × the learning rate (drop %d of %d)",
+             s.patience, state.best_epoch, state.lr_scale, state.plateau_drops, s.plateau_drops)
+    return True
 
 
 def _nan_guard(out: Path, model, opt, s: TrainSettings, state: TrainState, dev) -> bool:
