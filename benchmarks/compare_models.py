@@ -31,7 +31,7 @@ from galvae import load_model
 from galvae.fit import fit, fit_pca
 
 log = logging.getLogger("compare_models")
-MODELS = ("pca", "weighted_pca", "vae_compact", "vae_paper")
+MODELS = ("pca", "weighted_pca", "vae_compact", "vae_compact_pixels", "vae_paper")
 
 
 def run_cell(dataset, out: Path, model: str, d: int, args) -> dict:
@@ -41,11 +41,12 @@ def run_cell(dataset, out: Path, model: str, d: int, args) -> dict:
         if not (cell / "metrics.json").exists():
             fit_pca(dataset, cell, d, weighted=model == "weighted_pca")
     else:
-        arch = model.removeprefix("vae_")
+        arch = "paper" if model == "vae_paper" else "compact"
         limit = args.paper_time if arch == "paper" else args.compact_time
         epochs = args.paper_epochs if arch == "paper" else args.epochs
+        n_basis = 0 if model == "vae_compact_pixels" else 32  # the ablation: the MLP on all P pixels
         fit(dataset, cell, latent_dim=d, arch=arch, epochs=epochs, seed=args.seed, patience=args.patience,
-            device=args.device, resume=True, progress=not args.quiet, time_limit=limit or None)
+            device=args.device, resume=True, progress=not args.quiet, time_limit=limit or None, n_basis=n_basis)
     m = json.loads((cell / "metrics.json").read_text())
     train = dataset.indices("train")
     chi2_train = load_model(cell).score(dataset.flux[train], dataset.ivar[train], n_samples=1)["chi2_per_pixel"]
@@ -81,7 +82,9 @@ def noise_floor(dataset, mock_dir: Path) -> tuple[float, float]:
     return mean_and_stderr(chi2_per_pixel(dataset.flux[rows], models, ivar))
 
 
-def write_figure(table, path: Path, floor: float | None = None) -> None:
+def write_figure(table, out: Path, floor: float | None = None, d_time: int = 4) -> None:
+    """Left: test χ²/pixel against d for every model. Right: the two VAEs' val χ²/pixel against
+    training time at d = ``d_time`` (held-out quality per unit of training time)."""
     try:
         import matplotlib
 
@@ -90,20 +93,31 @@ def write_figure(table, path: Path, floor: float | None = None) -> None:
     except ImportError:
         log.warning("matplotlib not installed: no figure")
         return
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    from astropy.table import Table
+
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(10, 3.8))
     for model in MODELS:
         rows = table[table["model"] == model]
         if len(rows):
             ax.errorbar(rows["d"], rows["chi2_per_pixel"], yerr=rows["chi2_per_pixel_err"], marker="o",
                         capsize=3, label=model.replace("_", " "))
+        history = out / f"{model}_d{d_time}" / "history.csv"
+        if model.startswith("vae") and history.exists():
+            h = Table.read(history, format="ascii.csv")
+            ax_t.plot(np.cumsum(h["seconds"]), h["val_chi2_per_pixel"], marker=".", label=model.replace("_", " "))
     ax.set_xlabel("latent dimensions d")
     ax.set_ylabel("test χ² per good pixel")
-    ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
-    if floor is not None:
-        ax.axhline(floor, color="k", lw=0.8, ls="--", label=f"noiseless truth ({floor:.3f})")
-    ax.legend(frameon=False)
+    ax_t.set_xlabel("training time (s, this machine)")
+    ax_t.set_ylabel(f"val χ² per good pixel, d = {d_time}")
+    ax_t.set_xscale("log")
+    ax_t.set_yscale("log")
+    for a in (ax, ax_t):
+        a.axhline(1.0, color="0.7", lw=0.8, ls=":")
+        if floor is not None:
+            a.axhline(floor, color="k", lw=0.8, ls="--", label=f"noiseless truth ({floor:.3f})")
+        a.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    fig.savefig(out / "compare.png", dpi=150)
     plt.close(fig)
 
 
@@ -153,7 +167,7 @@ def main(argv=None) -> None:
         table.meta["noise_floor_chi2_per_pixel"] = [floor, floor_err]
         print(f"noise floor (noiseless mock models of the test spectra): χ²/pixel = {floor:.4f} ± {floor_err:.4f}")
     table.write(out / "compare.ecsv", overwrite=True)
-    write_figure(table, out / "compare.png", floor)
+    write_figure(table, out, floor)
     table["chi2_per_pixel"].format = table["chi2_per_pixel_err"].format = table["chi2_train"].format = ".4f"
     print(table)
     for ref in ("pca", "weighted_pca"):

@@ -16,6 +16,7 @@ written as ``model.safetensors`` / ``weights.pt``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -156,6 +157,41 @@ def split_data(dataset, rows: np.ndarray, cset: ConditionSet, device: torch.devi
     return SplitData(rows, f, w, lk.ln_likelihood_constant(w), cond)
 
 
+BASIS_SAMPLE = 10000   # training spectra used for the compact model's eigenspectra
+_basis_cache: dict = {}
+
+
+def training_basis(dataset, rows: np.ndarray, k: int):
+    """Eigenspectra for a compact model: the ivar-weighted PCA of the training rows (a seeded sample of at
+    most BASIS_SAMPLE, the same for every training seed: it describes the data). Returns (mean (P,), components (K, P), coefficient std (K,)), float32.
+
+    Cached per process by (dataset digest, K, rows): every cell of a selection grid trains on the same
+    split, so a Dask worker fits it once. BLAS runs on one thread here: a threaded BLAS sums in an order
+    that depends on its thread count, and the same seed must give the same model in every process."""
+    from threadpoolctl import threadpool_limits
+
+    from .models.pca import PCA
+
+    digest = dataset.attrs.get("inputs_digest") if hasattr(dataset, "attrs") else None
+    key = (digest, k, hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest())
+    if digest is None or key not in _basis_cache:
+        sample = rows
+        if len(rows) > BASIS_SAMPLE:
+            sample = np.sort(np.random.default_rng(0).choice(rows, BASIS_SAMPLE, replace=False))
+        flux = np.nan_to_num(take_rows(dataset.flux, sample).astype(np.float64))
+        ivar = take_rows(dataset.ivar, sample).astype(np.float64)
+        ivar = np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0)
+        with threadpool_limits(limits=1, user_api="blas"):
+            pca = PCA(k, weighted=True, n_iter=10).fit(flux, ivar)
+            coeff = (flux - pca.mean_) @ pca.components_.T
+        basis = tuple(a.astype(np.float32) for a in (pca.mean_, pca.components_, coeff.std(0)))
+        if digest is None:
+            return basis
+        _basis_cache.clear()  # one dataset at a time: bounded memory on long-lived workers
+        _basis_cache[key] = basis
+    return _basis_cache[key]
+
+
 def _cond(data: SplitData, idx):
     return None if data.cond is None else data.cond[idx]
 
@@ -257,7 +293,7 @@ def _validate(model, data: SplitData, s: TrainSettings, autocast_dtype) -> tuple
 def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact", loss: str = "gaussian",
         beta: float = 1.0, epochs: int = 100, batch_size: int | None = None, lr: float = 1e-3,
         weight_decay: float = 1e-4, seed: int = 0, patience: int = 10, device: str = "auto",
-        resume: bool = False, progress: bool = True, dropout: float = 0.0, hidden=(512, 128),
+        resume: bool = False, progress: bool = True, dropout: float = 0.0, hidden=(512, 128), n_basis: int = 32,
         overwrite: bool = False, time_limit: float | None = None,
         callback: Callable[[int, dict], None] | None = None) -> Path:
     """Train a VAE (or a CVAE, with ``conditions``) on ``dataset``; returns the model directory.
@@ -269,6 +305,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     latent_dim : d.
     conditions : subset of {logmstar, logsfr, logssfr, metallicity}; spectra lacking any are excluded.
     arch : 'compact' (fast MLP) or 'paper' (the authors' architecture).
+    n_basis : compact only: K eigenspectra of the training split's weighted PCA that the MLPs read and
+        write through (capped at the training spectra − 1); 0 for an MLP on the pixels.
     loss : 'gaussian' (ivar likelihood, default) or 'mse' (the paper's fixed-σ loss).
     batch_size : default 128 on CPU, 2048 on CUDA.
     resume : continue from ``out_dir``'s checkpoint; a finished model is returned as is.
@@ -301,10 +339,13 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     train = split_data(dataset, train_rows, cset, dev)
     val = split_data(dataset, split_rows(dataset, "val", keep), cset, dev)
 
+    n_basis = min(int(n_basis), len(train_rows) - 1, int(train.flux.shape[1])) if arch == "compact" else 0
     cfg = ModelConfig(arch=arch, n_pix=int(train.flux.shape[1]), latent_dim=int(latent_dim),
-                      n_conditions=len(cset), dropout=float(dropout), hidden=tuple(hidden))
+                      n_conditions=len(cset), dropout=float(dropout), hidden=tuple(hidden), n_basis=n_basis)
     model = VAE(cfg).to(dev)
     model.set_data_scaling(train.flux.mean(0), train.flux.std(0))
+    if n_basis:
+        model.set_basis(*(torch.from_numpy(a).to(dev) for a in training_basis(dataset, train_rows, n_basis)))
     config = _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, count_parameters(model),
                           time_limit)
     opt = make_optimizer(model, s)
