@@ -65,6 +65,22 @@ def test_other_architecture_and_loss_train(data, tmp_path, arch, loss):
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["chi2_per_pixel"]["mean"])
 
 
+def test_compact_eigenspectra_come_from_the_training_split_and_stay_fixed(data, tmp_path):
+    out = fit(data, tmp_path / "m", latent_dim=3, n_basis=8, **FAST)
+    module = load_model(out).module
+    assert module.cfg.n_basis == 8
+    mean, components, std = fitmod.training_basis(data, data.indices("train"), 8)
+    expected = torch.from_numpy(components) * module.scale / torch.from_numpy(std)[:, None]
+    torch.testing.assert_close(module.encoder.project.weight, expected)  # untouched by 6 epochs of AdamW
+    pixels = fit(data, tmp_path / "p", latent_dim=3, n_basis=0, **FAST)
+    assert load_model(pixels).module.cfg.n_basis == 0
+    test = data.indices("test")
+    mean_spectrum = data.flux[data.indices("train")].mean(0)
+    chi2_mean = np.mean(lk.chi2_per_pixel(data.flux[test], mean_spectrum[None], data.ivar[test]))
+    for d in (out, pixels):  # both learn: well below the mean spectrum's χ²
+        assert json.loads((d / "metrics.json").read_text())["chi2_per_pixel"]["mean"] < 0.5 * chi2_mean
+
+
 def test_same_seed_gives_identical_weights(data, tmp_path):
     a = fit(data, tmp_path / "a", latent_dim=2, seed=3, **dict(FAST, epochs=3))
     b = fit(data, tmp_path / "b", latent_dim=2, seed=3, **dict(FAST, epochs=3))

@@ -95,9 +95,37 @@ def test_compact_is_much_smaller_than_paper():
     assert compact < paper / 8
 
 
+def test_compact_reads_and_writes_through_the_installed_eigenspectra():
+    torch.manual_seed(0)
+    p, k = 60, 3
+    model = VAE(ModelConfig(arch="compact", n_pix=p, latent_dim=2, n_basis=k)).double()
+    assert count_parameters(model) < count_parameters(VAE(ModelConfig(arch="compact", n_pix=p, latent_dim=2)))
+    shift, scale = torch.randn(p, dtype=torch.float64), torch.rand(p, dtype=torch.float64) + 0.5
+    model.set_data_scaling(shift, scale)
+    components = torch.linalg.qr(torch.randn(p, k, dtype=torch.float64))[0].T  # orthonormal rows
+    mean, std = torch.randn(p, dtype=torch.float64), torch.tensor([3.0, 1.0, 0.2], dtype=torch.float64)
+    model.set_basis(mean, components, std)
+    x = torch.randn(5, p, dtype=torch.float64)
+    coeff = model.encoder.project((x - model.shift) / model.scale)
+    torch.testing.assert_close(coeff, (x - mean) @ components.T / std)  # scaled projections
+    u = torch.randn(5, k, dtype=torch.float64)
+    spectra = model.shift + model.scale * model.decoder.expand(u)
+    torch.testing.assert_close(spectra, mean + (u * std) @ components)
+    frozen = {n for n, q in model.named_parameters() if not q.requires_grad}
+    assert frozen == {"encoder.project.weight", "encoder.project.bias", "decoder.expand.weight"}
+    with pytest.raises(ValueError, match="n_basis"):
+        ModelConfig(arch="paper", n_pix=512, n_basis=4)
+    with pytest.raises(ValueError, match="eigenspectra"):
+        model.set_basis(mean, components[:2], std[:2])
+
+
 def test_config_round_trips_through_json():
     cfg = ModelConfig(arch="paper", n_pix=512, latent_dim=6, n_conditions=2, dropout=0.1)
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    cfg = ModelConfig(arch="compact", n_pix=512, n_basis=32)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "n_basis"}  # written before n_basis existed
+    assert ModelConfig.from_dict(old).n_basis == 0
     with pytest.raises(ValueError, match="arch"):
         ModelConfig(arch="transformer")
 
