@@ -1,5 +1,6 @@
 """The command line: each verb on real files, a real local server, and bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 
 from galvae import __version__
 from galvae.cli import main
+from galvae.prepare import open_dataset
 
 from sdss_server import FaultyServer, make_spec_bytes, sas_path
 
@@ -92,6 +94,11 @@ def test_prepare_train_encode_on_real_files(sdss_dir, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "m"), "--epochs", "2",
                  "--quiet"]) == 0
     assert "model written to" in capsys.readouterr().out
+    n_train = len(open_dataset(data).indices("train"))
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"]["n_basis"] == min(32, n_train - 1)
+    assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "px"), "--epochs", "2",
+                 "--n-basis", "0", "--quiet"]) == 0
+    assert json.loads((tmp_path / "px" / "config.json").read_text())["model"]["n_basis"] == 0
     assert main(["encode", "--model", str(tmp_path / "m"), "--data", str(data), "--out", str(tmp_path / "l.fits")]) == 0
     latents = Table.read(tmp_path / "l.fits")
     assert len(latents) == 11 and {"mu_1", "mu_2", "sigma_1", "chi2_per_pixel", "elbo"} <= set(latents.colnames)

@@ -129,7 +129,7 @@ def _cmd_train(args) -> int:
         out = fit(data, args.out, latent_dim=args.latent, conditions=conditions, arch=args.arch, loss=args.loss,
                   beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                   patience=args.patience, device=args.device, resume=args.resume, progress=not args.quiet,
-                  time_limit=args.time_limit, overwrite=args.overwrite)
+                  time_limit=args.time_limit, overwrite=args.overwrite, n_basis=args.n_basis)
     import json
 
     metrics = json.loads((Path(out) / "metrics.json").read_text())
@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--arch", default="compact", choices=["compact", "paper", "pca", "wpca"],
                    help="compact (fast MLP, default), paper (the authors' CNN), pca, wpca (ivar-weighted EM-PCA)")
+    p.add_argument("--n-basis", type=int, default=32,
+                   help="compact: eigenspectra of the training split the MLPs read and write through "
+                        "(default 32; 0: an MLP on all pixels)")
     p.add_argument("--loss", default="gaussian", choices=["gaussian", "mse"],
                    help="gaussian ivar likelihood (default) or the paper's plain MSE")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
