@@ -187,7 +187,8 @@ def training_basis(dataset, rows: np.ndarray, k: int):
         basis = tuple(a.astype(np.float32) for a in (pca.mean_, pca.components_, coeff.std(0)))
         if digest is None:
             return basis
-        _basis_cache.clear()  # one dataset at a time: bounded memory on long-lived workers
+        if len(_basis_cache) >= 8:  # a few splits (one per condition set), bounded on long-lived workers
+            _basis_cache.pop(next(iter(_basis_cache)))
         _basis_cache[key] = basis
     return _basis_cache[key]
 
