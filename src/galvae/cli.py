@@ -226,6 +226,13 @@ def _add_dask_options(p) -> None:
                    help="start a local cluster (default) or SLURM workers via dask-jobqueue")
 
 
+def _add_training_length_options(p) -> None:
+    """--epochs / --patience / --time-limit, the same for one training and for every cell of a grid."""
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patience", type=int, default=10, help="early stopping on val (epochs)")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds of training per model")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -326,11 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="gaussian", choices=["gaussian", "mse"],
                    help="gaussian ivar likelihood (default) or the paper's plain MSE")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
-    p.add_argument("--epochs", type=int, default=100)
+    _add_training_length_options(p)
     p.add_argument("--batch-size", type=int, default=None, help="default 128 on CPU, 2048 on GPU")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=10, help="early stopping on val (epochs)")
-    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds of training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, …")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
@@ -353,9 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'all' (16 subsets of logmstar, logsfr, logssfr, metallicity) or e.g. none,logmstar,logmstar+logsfr")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     p.add_argument("--arch", default="compact", choices=["compact", "paper"])
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--time-limit", type=float, default=None, help="seconds of training per cell")
+    _add_training_length_options(p)
     _add_dask_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_select)

@@ -172,7 +172,7 @@ def training_basis(dataset, rows: np.ndarray, k: int):
 
     from .models.pca import PCA
 
-    digest = dataset.attrs.get("inputs_digest") if hasattr(dataset, "attrs") else None
+    digest = dataset.attrs.get("inputs_digest")
     key = (digest, k, hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest())
     if digest is None or key not in _basis_cache:
         sample = rows
@@ -451,6 +451,11 @@ def _end_epoch(out: Path, model, opt, state: TrainState, batch_gen, row: dict) -
     _save_checkpoint(out, model, opt, state, batch_gen)
 
 
+def _back_to_best(out: Path, model, dev) -> None:
+    """Reload the best weights so far (best.pt): after a plateau, a non-finite loss, or at the end."""
+    model.load_state_dict(torch.load(out / BEST, map_location=dev, weights_only=True))
+
+
 def _plateau(out: Path, model, s: TrainSettings, state: TrainState, dev) -> bool:
     """No better val loss for ``patience`` epochs: go back to the best weights at a lower learning rate
     (the cosine schedule may still be near its peak); False once ``plateau_drops`` are spent."""
@@ -459,7 +464,7 @@ def _plateau(out: Path, model, s: TrainSettings, state: TrainState, dev) -> bool
     state.plateau_drops += 1
     state.lr_scale *= s.plateau_factor
     state.bad_epochs = 0
-    model.load_state_dict(torch.load(out / BEST, map_location=dev, weights_only=True))
+    _back_to_best(out, model, dev)
     log.info("val loss flat for %d epochs: back to epoch %d at %.3g × the learning rate (drop %d of %d)",
              s.patience, state.best_epoch, state.lr_scale, state.plateau_drops, s.plateau_drops)
     return True
@@ -477,14 +482,14 @@ def _nan_guard(out: Path, model, opt, s: TrainSettings, state: TrainState, dev) 
     log.warning("non-finite loss in epoch %d: reloading the best weights (epoch %d) and lowering the "
                 "learning rate to %.3g × (retry %d of %d)", state.epoch + 1, state.best_epoch, state.lr_scale,
                 state.nan_retries, s.max_nan_retries)
-    model.load_state_dict(torch.load(out / BEST, map_location=dev, weights_only=True))
+    _back_to_best(out, model, dev)
     opt.state.clear()  # Adam's moments may hold NaN too
     return True
 
 
 def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype) -> Path:
     """Best weights → weights file; test metrics → metrics.json; remove the training files."""
-    model.load_state_dict(torch.load(out / BEST, map_location=dev, weights_only=True))
+    _back_to_best(out, model, dev)
     wpath = save_weights(out, model.state_dict())
     test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev)
     k = config["model"]["latent_dim"] + len(cset)

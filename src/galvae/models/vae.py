@@ -176,10 +176,11 @@ def mlp(widths, negative_slope: float, dropout: float, last_activation: bool) ->
     return nn.Sequential(*layers)
 
 
-def frozen_linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
-    """A Linear whose weight is set from data (the eigenspectra), never trained."""
-    layer = nn.Linear(n_in, n_out, bias=bias)
+def frozen_linear(n_in: int, n_out: int, train_bias: bool) -> nn.Linear:
+    """A Linear whose weight (and bias, unless ``train_bias``) is set from data, never trained."""
+    layer = nn.Linear(n_in, n_out)
     layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(train_bias)
     return layer
 
 
@@ -188,9 +189,7 @@ class CompactEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.project = frozen_linear(cfg.n_pix, cfg.n_basis, bias=True) if cfg.n_basis else nn.Identity()
-        if cfg.n_basis:
-            self.project.bias.requires_grad_(False)
+        self.project = frozen_linear(cfg.n_pix, cfg.n_basis, train_bias=False) if cfg.n_basis else nn.Identity()
         n_in = cfg.n_basis or cfg.n_pix
         self.net = mlp((n_in, *cfg.hidden), cfg.negative_slope, cfg.dropout, last_activation=True)
         self.n_features = cfg.hidden[-1]
@@ -207,7 +206,7 @@ class CompactDecoder(nn.Module):
         super().__init__()
         widths = (cfg.latent_dim + cfg.n_conditions, *cfg.hidden[::-1], cfg.n_basis or cfg.n_pix)
         self.net = mlp(widths, cfg.negative_slope, cfg.dropout, last_activation=False)
-        self.expand = frozen_linear(cfg.n_basis, cfg.n_pix, bias=True) if cfg.n_basis else nn.Identity()
+        self.expand = frozen_linear(cfg.n_basis, cfg.n_pix, train_bias=True) if cfg.n_basis else nn.Identity()
 
     @property
     def out(self) -> nn.Linear:
