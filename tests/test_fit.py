@@ -198,8 +198,19 @@ def test_plateau_goes_back_to_the_best_weights_at_a_lower_rate_then_stops(data, 
     n_batches = int(np.ceil(len(data.indices("train")) / 64))
     scale = [float(r["lr"]) / fitmod.learning_rate(i * n_batches, 20 * n_batches, s) for i, r in enumerate(rows)]
     np.testing.assert_allclose(scale, [1, 1, 1, 1, 0.2, 0.2, 0.04, 0.04], rtol=1e-9)
+
     assert state_dicts_equal(weights_in[4], weights_out[1]) and state_dicts_equal(weights_in[6], weights_out[1])
     assert not state_dicts_equal(weights_in[4], weights_out[3])
+
+
+@pytest.mark.parametrize("epochs, status", [(4, "done"), (8, "early_stopped")])
+def test_a_budget_ending_on_a_plateau_is_done_unless_no_drops_were_left(data, tmp_path, monkeypatch, epochs, status):
+    val_losses = iter([10.0, 5.0] + [6.0 + i for i in range(20)])  # best at epoch 2, never better after
+    monkeypatch.setattr(fitmod, "_validate", lambda *a: (next(val_losses), 1.0))
+    out = fit(data, tmp_path / "m", latent_dim=2, **dict(FAST, epochs=epochs, patience=2))
+    # epoch 4 ends the first plateau with two rate drops left; epoch 8 ends the last one
+    assert len(history(out)) == epochs
+    assert json.loads((out / "metrics.json").read_text())["status"] == status
 
 
 # ---- conditions, loading, encoding -------------------------------------------------------------------
@@ -225,6 +236,7 @@ def test_cvae_excludes_spectra_without_conditions_and_stores_transforms(data, tm
 
     table = encode_dataset(out, data, tmp_path / "latents.fits", progress=False)
     assert np.isnan(table["mu_1"][missing]).all() and np.isfinite(table["mu_1"][~missing]).all()
+
 
 
 def test_load_model_round_trip_and_encode_dataset(data, tmp_path):

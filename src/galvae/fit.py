@@ -387,8 +387,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
             bar.set_postfix(epoch=row["epoch"], train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
             if callback is not None:
                 callback(row["epoch"], row)
-    if status == "done" and state.bad_epochs >= s.patience:
-        status = "early_stopped"
+    if status == "done" and state.bad_epochs >= s.patience and state.plateau_drops >= s.plateau_drops:
+        status = "early_stopped"  # the last epoch ended the final plateau: it would have stopped anyway
     return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype)
 
 
