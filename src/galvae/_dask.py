@@ -25,6 +25,7 @@ def make_client(scheduler: str | None = None, cluster: str | None = None, worker
     """A ``distributed.Client``, or None for ``scheduler='sync'``.
 
     ``workers``: local worker processes (default: one per core) or SLURM jobs (default 4).
+    ``slurm_memory``: memory per SLURM job unless dask's ``jobqueue.slurm.memory`` config sets it.
     """
     if scheduler == "sync":
         return None
@@ -34,19 +35,33 @@ def make_client(scheduler: str | None = None, cluster: str | None = None, worker
     if scheduler:
         return Client(scheduler)
     if cluster == "slurm":
-        from dask_jobqueue import (
-            SLURMCluster,  # optional extra: pip install galvae[cluster]
-        )
-
-        slurm = SLURMCluster(cores=1, processes=1, memory=slurm_memory)
-        slurm.scale(jobs=workers or 4)
-        return Client(slurm)
+        return Client(_slurm_cluster(workers or 4, slurm_memory))
     if cluster not in (None, "local"):
         raise ValueError(f"cluster must be None, 'local' or 'slurm', got {cluster!r}")
     n = workers or os.cpu_count() or 1
     # ":0" binds any free port: with None, distributed still takes 8787 and warns when another cluster holds it
     return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.WARNING))
+
+
+def _slurm_cluster(jobs: int, memory: str):
+    """``jobs`` SLURM jobs; queue, account, walltime etc. come from dask's ``jobqueue.slurm`` config.
+
+    galvae's defaults (one single-threaded worker per core, ``memory`` per job) only fill what that
+    config leaves unset: a keyword passed to SLURMCluster would override the user's config.
+    """
+    import dask
+
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:
+        raise ImportError('--cluster slurm needs dask-jobqueue: pip install "galvae[cluster]"') from exc
+    conf = dask.config.get("jobqueue.slurm", default={}) or {}
+    cores = conf.get("cores") or 1
+    defaults = {"cores": cores, "memory": memory, "processes": cores}  # single-threaded workers, as locally
+    slurm = SLURMCluster(**{k: v for k, v in defaults.items() if conf.get(k) is None})
+    slurm.scale(jobs=jobs)
+    return slurm
 
 
 def close_client(client) -> None:
