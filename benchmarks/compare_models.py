@@ -16,6 +16,8 @@ dataset's ivar. No model can go below it except by fitting noise.
     # on a CPU, cap the paper architecture's training time per cell (stated in the table):
     python benchmarks/compare_models.py --data dataset.zarr --paper-time 900
     python benchmarks/compare_models.py --data mock/dataset.zarr --mock mock/ --d 2 4 6 8 12 16
+    # the same galaxies at twice the S/N (noise halved around the noiseless models):
+    python benchmarks/compare_models.py --data mock/dataset.zarr --mock mock/ --snr-factor 2 --d 4 --out out/compare-snr2
 """
 
 from __future__ import annotations
@@ -68,16 +70,14 @@ def run_cell(dataset, out: Path, model: str, d: int, args) -> dict:
             "status": m.get("status", "done")}
 
 
-def noise_floor(dataset, mock_dir: Path) -> tuple[float, float]:
-    """Mean χ²/pixel (and its standard error) of the noiseless mock models of the test spectra, in the
-    dataset's frame: resampled with the same bad pixels, divided by the stored normalisation."""
+def noiseless_models(dataset, mock_dir: Path, rows: np.ndarray) -> np.ndarray:
+    """The mock files' noiseless ``model`` column of ``rows``, in the dataset's frame: resampled to the rest
+    frame with the same bad pixels and divided by the stored normalisation; 0 where ivar is 0."""
     from astropy.io import fits
 
-    from galvae.likelihood import chi2_per_pixel, mean_and_stderr
     from galvae.prepare.masks import bad_pixel_mask
     from galvae.prepare.resample import resample_batch
 
-    rows = dataset.indices("test")
     models = np.zeros((rows.size, dataset.wave.size))
     for i, r in enumerate(rows):
         path = mock_dir / "spectra" / f"spec-{dataset.ids[r]}.fits"
@@ -87,9 +87,28 @@ def noise_floor(dataset, mock_dir: Path) -> tuple[float, float]:
         ivar = np.where(bad, 0.0, coadd["ivar"]).astype(float)
         model, _, _ = resample_batch(dataset.wave, rest[None], coadd["model"].astype(float)[None], ivar[None])
         models[i] = model[0] / dataset.norm[r]
-    ivar = dataset.ivar[rows]
-    models = np.where(ivar > 0, models, 0.0)  # pixels without data do not count either way
-    return mean_and_stderr(chi2_per_pixel(dataset.flux[rows], models, ivar))
+    return np.where(dataset.ivar[rows] > 0, models, 0.0)  # pixels without data do not count either way
+
+
+def noise_floor(dataset, mock_dir: Path) -> tuple[float, float]:
+    """Mean χ²/pixel (and its standard error) of the test spectra's noiseless models."""
+    from galvae.likelihood import chi2_per_pixel, mean_and_stderr
+
+    rows = dataset.indices("test")
+    return mean_and_stderr(chi2_per_pixel(dataset.flux[rows], noiseless_models(dataset, mock_dir, rows),
+                                          dataset.ivar[rows]))
+
+
+def with_snr_factor(dataset, mock_dir: Path, k: float):
+    """The same galaxies with k times the S/N, as if observed k² times longer: every good pixel's noise
+    (flux − noiseless model) divided by k and its ivar multiplied by k². Filled pixels stay as they are."""
+    from dataclasses import replace
+
+    models = noiseless_models(dataset, mock_dir, np.arange(len(dataset)))
+    good = dataset.ivar > 0
+    flux = np.where(good, models + (dataset.flux - models) / k, dataset.flux).astype(np.float32)
+    attrs = dict(dataset.attrs, inputs_digest=f"{dataset.attrs.get('inputs_digest', '')}:snr*{k:g}")
+    return replace(dataset, flux=flux, ivar=(dataset.ivar * k**2).astype(np.float32), attrs=attrs)
 
 
 EMISSION_LINES = (3727.1, 3729.9, 3869.9, 4102.9, 4341.7, 4862.7, 4960.3, 5008.2, 6302.0, 6549.9, 6564.6,
@@ -157,6 +176,8 @@ def main(argv=None) -> None:
     src.add_argument("--synthetic", type=int, help="use this many synthetic spectra instead")
     p.add_argument("--n-pix", type=int, default=1000, help="pixels of the synthetic spectra")
     p.add_argument("--mock", help="the mock survey folder --data was prepared from: adds the noise floor")
+    p.add_argument("--snr-factor", type=float, default=1.0,
+                   help="with --mock: the same galaxies at this many times the S/N (noise / k, ivar * k^2)")
     p.add_argument("--out", default="out/compare")
     p.add_argument("--d", type=int, nargs="+", default=[2, 4, 6])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -178,6 +199,10 @@ def main(argv=None) -> None:
         from galvae.prepare.dataset import open_dataset
 
         dataset = open_dataset(args.data)
+        if args.snr_factor != 1.0:
+            if not args.mock:
+                p.error("--snr-factor needs --mock (the noiseless models)")
+            dataset = with_snr_factor(dataset, Path(args.mock), args.snr_factor)
     else:
         from galvae.models.synthetic import synthetic_dataset
 
@@ -190,6 +215,7 @@ def main(argv=None) -> None:
     table = Table(rows=rows)
     table.meta["dataset"] = args.data or f"synthetic {args.synthetic} x {args.n_pix}"
     table.meta["paper_time_cap_s"] = args.paper_time
+    table.meta["snr_factor"] = args.snr_factor
     floor = None
     if args.mock and args.data:
         floor, floor_err = noise_floor(dataset, Path(args.mock))
