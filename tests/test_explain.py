@@ -310,6 +310,34 @@ def test_explain_writes_the_analysis(run):
     assert np.all(np.asarray(mi["mi"]) >= 0)
 
 
+def test_mi_rows_maps_and_figures_follow_this_analysis(run, dataset, tmp_path):
+    from astropy.table import Table
+
+    from galvae.explain.maps import maps_from_npz
+
+    # a "truth" column named like a catalogue one, far from it: Figure 1 must map the catalogue's values
+    ids = np.asarray(dataset.props["id"]).astype(str)
+    truth = Table({"id": ids, "logmstar": np.asarray(dataset.props["logmstar"], dtype=float) + 100.0})
+    kw = dict(FAST_EXPLAIN, mi_split="all", max_mi_samples=20, properties=("logmstar", "logsfr"))
+    first = explain(run["vae"], run["dataset"], tmp_path, truth=truth, cvae_dirs=run["cvaes"], **kw)
+    a = tmp_path / "analysis"
+    assert first.summary["mutual_information"]["n_rows"] == 20
+    mi, rho = Table.read(a / "mi.ecsv"), Table.read(a / "spearman.ecsv")
+    for source, prop, latent in zip(mi["source"], mi["property"], mi["latent"]):
+        same = (rho["source"] == source) & (rho["property"] == prop) & (rho["latent"] == latent)
+        assert rho["n"][same][0] == mi["n"][(mi["source"] == source) & (mi["property"] == prop)
+                                            & (mi["latent"] == latent)][0] <= 20
+    with np.load(a / "maps.npz") as f:
+        logm_map = next(m for m in maps_from_npz(f) if m.prop == "logmstar")
+    assert np.nanmax(logm_map.median) <= np.nanmax(dataset.props["logmstar"])
+    assert (a / "figures" / "fig5_cvae_traversals.png").exists()
+    # explained again without CVAEs: the earlier Figure 5 must not linger for the report to pick up
+    second = explain(run["vae"], run["dataset"], tmp_path, truth=truth, cvae_dirs=(), **kw)
+    assert "fig5_cvae_traversals" not in second.figures
+    assert not (a / "figures" / "fig5_cvae_traversals.png").exists()
+    assert {p.stem for p in (a / "figures").glob("*.png")} == set(second.figures)
+
+
 def test_encode_external_uses_the_same_basis(run, tmp_path):
     a = run["run"] / "analysis"
     ref = read_catalog(a / "latents.fits")

@@ -102,6 +102,12 @@ def test_grid_table_best_model_and_figures(data, tmp_path):
     assert (best["conditions_label"], best["d"]) == (label, d)
     assert best["bic_mean"] == pytest.approx(np.mean(values))
     assert best["bic_seed_std"] == pytest.approx(np.std(values, ddof=1))
+    # of its seeds, the one explained is told apart on val, not on the test BIC being reported
+    rows = [row for row in t if (row["conditions"], row["d"]) == (label, d)]
+    assert best["best_seed"] == min(rows, key=lambda row: row["val_loss"])["seed"]
+    # IWAE bounds ln p(x) for a VAE but ln p(x|c) for a CVAE: ranked among the VAEs only
+    iwae = best["other_criteria"]["iwae"]
+    assert {e["conditions_label"] for e in iwae["ranking"]} == {"vae"} == {iwae["conditions_label"]}
     assert best["model_dir"].startswith("cells/") and "iwae" in best["other_criteria"]
     assert best["runner_up_paired_difference"]["stderr"] > 0
     # beside it: the seed with the best validation loss per model, and the IWAE bound
@@ -150,6 +156,8 @@ def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
     select_grid(data, tmp_path / "g", **dict(GRID, latent=1, conditions="none"))
     with pytest.raises(ValueError, match="another output folder"):
         select_grid(data, tmp_path / "g", **dict(GRID, latent=1, conditions="none", epochs=3))
+    with pytest.raises(ValueError, match="n_iwae"):  # IWAE bounds with other sample counts must not mix
+        select_grid(data, tmp_path / "g", **dict(GRID, latent=1, conditions="none", n_iwae=GRID["n_iwae"] * 2))
 
 
 # ---- kill and resume ---------------------------------------------------------------------------------
@@ -211,3 +219,19 @@ def test_grid_on_a_local_cluster_from_a_dataset_path(small_mock, tmp_path):
                     progress=False, batch_size=16, n_iwae=4)
     assert r.n_done == 4 and r.n_failed == 0
     assert (tmp_path / "g" / "figures" / "bic_grid.png").exists()
+
+
+def test_run_explains_the_seed_with_the_lowest_validation_loss(tmp_path):
+    from astropy.table import Table
+
+    from galvae.run import best_vae_cell, single_condition_cells
+
+    t = Table(rows=[("done", 0, "vae", 2, 0, 10.0, 5.0, "d2_vae_s0"), ("done", 0, "vae", 2, 1, 9.0, 6.0, "d2_vae_s1"),
+                    ("done", 0, "vae", 3, 0, 20.0, 1.0, "d3_vae_s0"),
+                    ("done", 1, "logmstar", 1, 0, 4.0, 3.0, "d1_logmstar_s0"),
+                    ("done", 1, "logmstar", 1, 1, 5.0, 2.0, "d1_logmstar_s1"),
+                    ("done", 1, "logmstar", 2, 0, 1.0, 1.0, "d2_logmstar_s0")],
+              names=("status", "n_conditions", "conditions", "d", "seed", "bic_mean", "val_loss", "cell"))
+    # d = 2 has the lower mean BIC; of its seeds, s0 has the lower val loss (s1 the lower test BIC)
+    assert best_vae_cell(t, tmp_path) == tmp_path / "d2_vae_s0"
+    assert single_condition_cells(t, tmp_path) == [tmp_path / "d1_logmstar_s1"]

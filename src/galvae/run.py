@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig
+from .select.report import lowest_val_loss
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def source_inputs(cfg: RunConfig, out: Path, progress: bool):
 
 
 def best_vae_cell(table, cells_dir: Path) -> Path:
-    """The plain VAE chosen by mean BIC over seeds; of its seeds, the one with the lowest BIC."""
+    """The plain VAE chosen by mean BIC over seeds; of its seeds, the one with the lowest validation loss."""
     rows = [r for r in table if r["status"] == "done" and int(r["n_conditions"]) == 0]
     if not rows:
         raise ValueError("no plain-VAE cell of the grid finished: nothing to explain")
@@ -64,21 +65,20 @@ def best_vae_cell(table, cells_dir: Path) -> Path:
     for r in rows:
         by_d.setdefault(int(r["d"]), []).append(r)
     d_best = min(by_d, key=lambda d: np.mean([float(r["bic_mean"]) for r in by_d[d]]))
-    seed_best = min(by_d[d_best], key=lambda r: float(r["bic_mean"]))
-    return cells_dir / str(seed_best["cell"])
+    return cells_dir / str(lowest_val_loss(by_d[d_best])["cell"])
 
 
 def single_condition_cells(table, cells_dir: Path) -> list[Path]:
-    """For Figure 5: per single condition, its CVAE of smallest d (best seed by BIC)."""
-    chosen = {}
+    """For Figure 5: per single condition, its CVAE of smallest d (the seed with the lowest validation loss)."""
+    by_condition: dict = {}
     for r in table:
-        if r["status"] != "done" or int(r["n_conditions"]) != 1:
-            continue
-        key = str(r["conditions"])
-        best = chosen.get(key)
-        if best is None or (int(r["d"]), float(r["bic_mean"])) < (int(best["d"]), float(best["bic_mean"])):
-            chosen[key] = r
-    return [cells_dir / str(r["cell"]) for _, r in sorted(chosen.items())]
+        if r["status"] == "done" and int(r["n_conditions"]) == 1:
+            by_condition.setdefault(str(r["conditions"]), []).append(r)
+    chosen = []
+    for _, rows in sorted(by_condition.items()):
+        d_min = min(int(r["d"]) for r in rows)
+        chosen.append(lowest_val_loss([r for r in rows if int(r["d"]) == d_min]))
+    return [cells_dir / str(r["cell"]) for r in chosen]
 
 
 def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:

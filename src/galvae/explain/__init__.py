@@ -160,19 +160,19 @@ def _columns(props, rows, names=None) -> dict:
             if np.asarray(props[n]).dtype.kind in "biuf"}
 
 
-def _information_tables(D, names, props, truth_cols, rows, properties, n_boot, max_samples, seed, progress):
+def _information_tables(D, names, props, truth_cols, rows, properties, n_boot, seed, progress):
     """MI and Spearman tables for catalogue properties and, when given, every truth column."""
     from astropy.table import vstack
 
     from .mutual_info import mi_table, spearman_table
 
     cat = _columns(props, rows)
-    mi = [mi_table(D[rows], cat, properties, names, n_boot=n_boot, max_samples=max_samples, seed=seed,
+    mi = [mi_table(D[rows], cat, properties, names, n_boot=n_boot, max_samples=None, seed=seed,
                    source="catalog", progress=progress)]
     rho = [spearman_table(D[rows], cat, properties, names, source="catalog")]
     if truth_cols:
         tr = {k: v[rows] for k, v in truth_cols.items()}
-        mi.append(mi_table(D[rows], tr, list(tr), names, n_boot=n_boot, max_samples=max_samples, seed=seed,
+        mi.append(mi_table(D[rows], tr, list(tr), names, n_boot=n_boot, max_samples=None, seed=seed,
                            source="truth", progress=progress))
         rho.append(spearman_table(D[rows], tr, list(tr), names, source="truth"))
     meta = dict(mi[0].meta)
@@ -244,7 +244,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     force : recompute every part even when stamps.json says it is done.
     """
     from .maps import latent_maps, maps_to_npz
-    from .mutual_info import PROPERTIES, tracking_summary
+    from .mutual_info import PROPERTIES, capped_rows, tracking_summary
     from .traversal import latent_traversals, traversals_to_npz
 
     t_start = time.perf_counter()
@@ -281,13 +281,14 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     t = time.perf_counter()
     split = np.asarray(latents["split"]).astype(str)
     rows, mi_split_used = _mi_rows(split, mi_split, min_mi_rows)
+    rows = rows[capped_rows(len(rows), max_mi_samples, seed)]  # MI and Spearman on the same (capped) rows
     truth_cols = align_truth(truth, np.asarray(dataset.props["id"])) if truth is not None else None
     key = _digest(base, properties, n_boot, max_mi_samples, mi_split_used, seed, _truth_digest(truth))
     if stamps.fresh("mi", key, out / "mi.ecsv", out / "spearman.ecsv"):
         mi, rho = Table.read(out / "mi.ecsv"), Table.read(out / "spearman.ecsv")
     else:
         mi, rho = _information_tables(D, names, dataset.props, truth_cols, rows, properties, n_boot,
-                                      max_mi_samples, seed, progress)
+                                      seed, progress)
         mi.meta["split"] = rho.meta["split"] = mi_split_used
         _write_ecsv(mi, out / "mi.ecsv")
         _write_ecsv(rho, out / "spearman.ecsv")
@@ -296,7 +297,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
 
     # 3. maps (cheap: always recomputed), on every spectrum
     t = time.perf_counter()
-    map_props = {**_columns(dataset.props, slice(None)), **(truth_cols or {})}
+    map_props = _columns(dataset.props, slice(None))  # catalogue values: a mock's truth must not pose as them
     maps = latent_maps(D, map_props, [p for p in properties if p in map_props], bins=map_bins,
                        min_count=min_count)
     _savez(out / "maps.npz", maps_to_npz(maps))
@@ -446,6 +447,10 @@ def draw_figures(analysis_dir) -> dict:
                                             galaxy=str(ids[k]), latent_names=names), fig_dir / "fig6_shap.png")
     out["explained_variance"] = F.save(F.explained_variance_figure(rotation.explained_variance_ratio_, names),
                                        fig_dir / "explained_variance.png")
+    drawn = {Path(v).name for v in out.values()}
+    for stale in fig_dir.glob("*.png"):  # from an earlier analysis in this folder (another model, other pairs)
+        if stale.name not in drawn:
+            stale.unlink()
     return {k: Path(v) for k, v in out.items()}
 
 

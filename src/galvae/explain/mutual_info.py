@@ -71,7 +71,7 @@ def mutual_information_with_errors(latents, y, n_boot: int = 30, n_neighbors: in
     return mi, err, len(rows)
 
 
-def _cap_rows(n: int, max_samples: int | None, seed: int) -> np.ndarray:
+def capped_rows(n: int, max_samples: int | None, seed: int) -> np.ndarray:
     """All row indices, or a seeded random subset of ``max_samples`` of them (KSG is O(n log n) per call)."""
     if max_samples is None or n <= max_samples:
         return np.arange(n)
@@ -90,7 +90,7 @@ def mi_table(latents, props, names, latent_names=None, n_boot: int = 30, n_neigh
 
     latents = np.atleast_2d(np.asarray(latents, dtype=np.float64))
     latent_names = latent_names or [f"D{j + 1}" for j in range(latents.shape[1])]
-    rows = _cap_rows(latents.shape[0], max_samples, seed)
+    rows = capped_rows(latents.shape[0], max_samples, seed)
     out = {k: [] for k in ("property", "source", "latent", "mi", "mi_err", "n")}
     present = [n for n in names if _has(props, n)]
     for name in tqdm(present, desc=f"MI ({source})", disable=not progress, unit="property"):

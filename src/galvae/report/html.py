@@ -272,10 +272,11 @@ def _bic_table(grid, best: dict) -> str:
     rows = [[_cell(grid[c][i]) for c in cols] for i in range(len(grid))]
     num = {k for k, c in enumerate(cols) if np.asarray(grid[c]).dtype.kind in "biuf"}
     hl = set()
-    keys = [k for k in ("latent_dim", "d", "conditions", "seed") if k in cols and k in best]
+    want = {"d": best.get("d"), "conditions": best.get("conditions_label"), "seed": best.get("best_seed")}
+    keys = [k for k, v in want.items() if k in cols and v is not None]
     if keys:
         for i, row in enumerate(rows):
-            if all(str(row[cols.index(k)]) == str(best[k] if best[k] is not None else "") for k in keys):
+            if all(str(row[cols.index(k)]) == str(want[k]) for k in keys):
                 hl |= {(i, c) for c in range(len(cols))}
     return table_html(cols, rows, num_cols=num, best=hl)
 
@@ -382,8 +383,8 @@ def information_section(a: Path, summary: dict) -> str:
     mi, rho = Table.read(a / "mi.ecsv"), Table.read(a / "spearman.ecsv")
     latents = summary.get("latent_names") or list(dict.fromkeys(mi["latent"]))
     info = summary.get("mutual_information", {})
-    body = [(f"<p>Mutual information by the KSG estimator (k = 3, nats), on the <b>{esc(info.get('split', '?'))}"
-             f"</b> spectra ({fmt(info.get('n_rows', len(mi)))}); ± is the {esc(info.get('uncertainty', ''))} "
+    body = [(f"<p>Mutual information by the KSG estimator (k = 3, nats), on {fmt(info.get('n_rows', len(mi)))} "
+             f"spectra (split: <b>{esc(info.get('split', '?'))}</b>); ± is the {esc(info.get('uncertainty', ''))} "
              "(the half-sample spread estimates the full-sample standard error). Spearman ρ on the same rows. "
              "Bold: the latent that carries the most about each property.</p>")]
     p = a / "figures" / "fig4_mutual_information.png"

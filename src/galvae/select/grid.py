@@ -262,9 +262,9 @@ def write_table(table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _grid_settings(view_digest, needed, arch, fit_kwargs) -> dict:
+def _grid_settings(view_digest, needed, arch, fit_kwargs, n_iwae) -> dict:
     return {"dataset_digest": view_digest, "needed_conditions": list(needed), "arch": arch,
-            "fit": json.loads(json.dumps(fit_kwargs, default=to_jsonable))}
+            "fit": json.loads(json.dumps(fit_kwargs, default=to_jsonable)), "n_iwae": int(n_iwae)}
 
 
 def check_grid_settings(out: Path, settings: dict) -> None:
@@ -272,10 +272,12 @@ def check_grid_settings(out: Path, settings: dict) -> None:
     path = out / "grid.json"
     if path.exists():
         old = json.loads(path.read_text())
-        differ = [k for k in settings if old.get(k) != settings[k]]
+        differ = [k for k in settings if k in old and old[k] != settings[k]]
         if differ:
             raise ValueError(f"{out} holds a grid with other {differ} ({ {k: old.get(k) for k in differ} }); "
                              "use another output folder")
+        if any(k not in old for k in settings):  # a grid.json from before a setting was recorded: record it now
+            _write_json(path, {**settings, **old})
         return
     out.mkdir(parents=True, exist_ok=True)
     _write_json(path, settings)
@@ -328,7 +330,7 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     fit_kwargs = dict(fit_kwargs, arch=arch, epochs=int(epochs))
     source = str(Path(dataset_path).resolve()) if isinstance(dataset_path, (str, os.PathLike)) else dataset_path
     digest, counts = _dataset_summary(source, needed)
-    check_grid_settings(out, _grid_settings(digest, needed, arch, fit_kwargs))
+    check_grid_settings(out, _grid_settings(digest, needed, arch, fit_kwargs, n_iwae))
     cells_dir = out / CELLS
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(latent, condition_sets, seeds)
@@ -355,7 +357,7 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     rows = [stored_row(cells_dir, c) for c in cells]
     table = grid_table(rows)
     table.meta.update(counts)
-    table.meta["fit"] = _grid_settings(digest, needed, arch, fit_kwargs)["fit"]
+    table.meta["fit"] = _grid_settings(digest, needed, arch, fit_kwargs, n_iwae)["fit"]
     write_table(table, out / "grid.ecsv")
     best = best_model(table, cells_dir)
     if best is not None:

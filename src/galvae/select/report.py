@@ -27,10 +27,12 @@ DEFINITIONS = {
            "L_i at the posterior mean), then the mean over seeds; lower is better (the paper's criterion)",
     "bic_best_restart": "the same per-cell test BIC, taken from the seed with the lowest validation loss; "
                         "lower is better",
-    "iwae": "mean over test spectra of the importance-weighted bound on ln p(x), then the mean over seeds; "
-            "higher is better",
-    "iwae_best_restart": "the same per-cell IWAE bound, from the seed with the lowest validation loss; higher is better",
+    "iwae": "plain VAEs only: mean over test spectra of the importance-weighted bound on ln p(x), then the "
+            "mean over seeds; higher is better (a CVAE's bound is on ln p(x|c), not comparable)",
+    "iwae_best_restart": "plain VAEs only: the same per-cell IWAE bound, from the seed with the lowest validation "
+                         "loss; higher is better",
 }
+PLAIN_VAES_ONLY = {"iwae", "iwae_best_restart"}
 SEED_CHOICE = {"bic": "mean", "bic_best_restart": "best_val", "iwae": "mean", "iwae_best_restart": "best_val"}
 COLUMN = {"bic": "bic_mean", "bic_best_restart": "bic_mean", "iwae": "iwae_mean", "iwae_best_restart": "iwae_mean"}
 LOWER_IS_BETTER = {"bic": True, "bic_best_restart": True, "iwae": False, "iwae_best_restart": False}
@@ -39,6 +41,12 @@ SCORE_KEY = {"bic_mean": "bic", "iwae_mean": "iwae", "elbo_mean": "elbo", "ln_l_
 
 def done_rows(table) -> list[dict]:
     return [dict(zip(table.colnames, r, strict=True)) for r in table if r["status"] == "done"]
+
+
+def lowest_val_loss(rows: list) -> dict:
+    """Of a model's seeds (grid rows), the one with the lowest validation loss: restarts are told apart
+    on ``val``, so that its test numbers stay honest."""
+    return min(rows, key=lambda r: float(r["val_loss"]) if np.isfinite(r["val_loss"]) else math.inf)
 
 
 def model_groups(table, column: str, seeds: str = "mean") -> list[dict]:
@@ -51,7 +59,7 @@ def model_groups(table, column: str, seeds: str = "mean") -> list[dict]:
     for (label, d), rows in groups.items():
         values = np.array([float(r[column]) for r in rows])
         if seeds == "best_val":
-            pick = min(rows, key=lambda r: float(r["val_loss"]) if np.isfinite(r["val_loss"]) else math.inf)
+            pick = lowest_val_loss(rows)
             value, used = float(pick[column]), [int(pick["seed"])]
         elif seeds == "mean":
             value, used = float(values.mean()), [int(r["seed"]) for r in rows]
@@ -61,7 +69,8 @@ def model_groups(table, column: str, seeds: str = "mean") -> list[dict]:
                     "n_conditions": int(rows[0]["n_conditions"]), "mean": value,
                     "seed_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                     "seeds": {int(r["seed"]): float(r[column]) for r in rows},
-                    "cells": {int(r["seed"]): str(r["cell"]) for r in rows}, "used_seeds": used})
+                    "cells": {int(r["seed"]): str(r["cell"]) for r in rows}, "used_seeds": used,
+                    "best_val_seed": int(lowest_val_loss(rows)["seed"])})
     return out
 
 
@@ -99,18 +108,15 @@ def paired_difference(cells_dir: Path, a: dict, b: dict, key: str) -> dict | Non
 
 def ranked(table, criterion: str) -> list[dict]:
     """The models, best first, under one criterion of :data:`DEFINITIONS`."""
-    groups = [g for g in model_groups(table, COLUMN[criterion], SEED_CHOICE[criterion]) if np.isfinite(g["mean"])]
+    groups = [g for g in model_groups(table, COLUMN[criterion], SEED_CHOICE[criterion]) if np.isfinite(g["mean"])
+              and (criterion not in PLAIN_VAES_ONLY or g["n_conditions"] == 0)]
     return sorted(groups, key=lambda g: g["mean"] if LOWER_IS_BETTER[criterion] else -g["mean"])
 
 
 def describe(group: dict, criterion: str) -> dict:
     """A model's entry in best.json."""
     value_key = criterion.split("_best_restart")[0]
-    lower = LOWER_IS_BETTER[criterion]
-    if len(group["used_seeds"]) == 1:
-        seed = group["used_seeds"][0]
-    else:
-        seed = (min if lower else max)(group["seeds"], key=group["seeds"].get)
+    seed = group["used_seeds"][0] if len(group["used_seeds"]) == 1 else group["best_val_seed"]
     return {"criterion": criterion, "definition": DEFINITIONS[criterion],
             "conditions_label": group["conditions_label"],
             "conditions": [] if group["conditions_label"] == "vae" else group["conditions_label"].split("+"),
