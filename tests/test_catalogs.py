@@ -416,3 +416,14 @@ def test_a_properties_table_is_read_as_it_is(tmp_path):
     matched, stats = match_properties(["0266-51602-0013", "0266-51602-0002"], props)
     assert (stats.matched, stats.unmatched) == (1, 1)
     assert matched["logmstar"][0] == pytest.approx(9.2) and np.isnan(matched["logmstar"][1])
+
+
+def test_match_properties_keeps_the_mask_of_a_masked_input_column():
+    from astropy.table import MaskedColumn
+
+    props = Table({"id": ["0266-51602-0001", "0266-51602-0002"],
+                   "flag": MaskedColumn([7, 8], mask=[False, True]),
+                   "mass": MaskedColumn([10.0, 11.0], mask=[False, True])})
+    t, _ = match_properties(["0266-51602-0002", "0266-51602-0001", "0266-51602-0003"], props)
+    assert t["flag"].mask.tolist() == [True, False, True] and t["flag"][1] == 7
+    np.testing.assert_array_equal(t["mass"], [np.nan, 10.0, np.nan])

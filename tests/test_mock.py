@@ -75,6 +75,17 @@ def test_vary_pins_the_other_parameters():
             assert values == {TYPICAL_VALUES[name]}
 
 
+def test_pinned_z_outside_the_range_is_refused(tmp_path):
+    fixed = population.typical_values(("logmstar", "logssfr"))  # z pinned to TYPICAL_VALUES["z"] = 0.06
+    with pytest.raises(ValueError, match=r"z is pinned to 0.06 .* redshift range is \(0.15, 0.3\)"):
+        population.draw_galaxy(0, 0, fixed, 0.15, 0.3)
+    with pytest.raises(ValueError, match="z is pinned"):
+        make_mock_survey(tmp_path / "mock", n=2, vary="logmstar,logssfr", zmin=0.01, zmax=0.05, workers=1,
+                         progress=False)
+    assert not (tmp_path / "mock").exists()  # refused before writing anything
+    assert population.draw_galaxy(0, 0, fixed, 0.01, 0.1)["z"] == 0.06
+
+
 def test_unknown_vary_name_is_rejected():
     with pytest.raises(ValueError, match="unknown generating parameter"):
         population.check_vary(["logmstar", "colour"])

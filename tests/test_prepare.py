@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from astropy.io import fits
 import numpy as np
 import pytest
 
@@ -60,12 +61,18 @@ def test_bad_inputs_are_rejected_and_nothing_else_is_lost(tmp_path, sdss_dir):
     (folder / "spec-0001-00001-0002.fits").write_bytes(raw[: len(raw) // 3])
     write_spec_file(folder / "spec-1234-56789-0100.fits", fiber=100, z=float("nan"))
     (folder / "spec-0269-51581-0003.fits").write_bytes((sdss_dir / "spec-0269-51581-0003.fits").read_bytes())
+    # a corrupt wavelength once stopped the whole chunk in the rebinning
+    with fits.open(good[1]) as hdul:
+        hdul["COADD"].data["loglam"][2000] = np.nan
+        hdul["SPECOBJ"].data["FIBERID"][0] = 101
+        hdul.writeto(folder / "spec-1234-56789-0101.fits")
     result = prepare_dataset(folder, tmp_path / "d.zarr", scheduler="sync", progress=False,
                              config=PrepareConfig(n_pix=500, wave_min=3700, wave_max=7000, **SMALL))
     assert result.n_kept == 8
     d = open_dataset(tmp_path / "d.zarr")
     assert sorted(d.ids) == sorted(f"1234-56789-{f:04d}" for f in range(1, 9))
-    assert result.rejects_by_reason == {"not a FITS file": 1, "truncated": 1, "no redshift": 1, "no good pixel": 1}
+    assert result.rejects_by_reason == {"not a FITS file": 1, "truncated": 1, "no redshift": 1, "no good pixel": 1,
+                                        "non-finite wavelength": 1}
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +165,107 @@ def test_split_is_stable_when_the_survey_grows():
     np.testing.assert_allclose(frac, [0.8, 0.1, 0.1], atol=0.02)
     with pytest.raises(ValueError):
         split_of(ids, (0.5, 0.5, 0.5))
+
+
+# ------------------------------------------------------------------ regressions (review of prepare)
+
+TINY = {"n_pix": 500, "wave_min": 3700, "wave_max": 7000, "n_components": 2, "n_iter": 2}
+
+
+def _tiny_survey(folder, fibers=(1, 2, 3)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_spec_file(folder / f"spec-1234-56789-{f:04d}.fits", fiber=f, z=0.02 + 0.001 * f, seed=f)
+            for f in fibers]
+
+
+def test_out_is_replaced_only_when_it_is_a_galvae_dataset(tmp_path):
+    inputs = _tiny_survey(tmp_path / "in")
+    cfg = PrepareConfig(**TINY)
+    foreign = tmp_path / "results"
+    (foreign / "model").mkdir(parents=True)
+    (foreign / "notes.txt").write_text("months of work")
+    with pytest.raises(ValueError, match=r"results: the folder is not empty and is not a galvae dataset"):
+        prepare_dataset(tmp_path / "in", foreign, config=cfg, scheduler="sync", progress=False)
+    assert (foreign / "notes.txt").read_text() == "months of work" and (foreign / "model").is_dir()
+    # an output folder that is, or holds, the inputs: refused, inputs untouched
+    for out in (tmp_path / "in", tmp_path):
+        with pytest.raises(ValueError, match="holds input spectra"):
+            prepare_dataset(tmp_path / "in", out, config=cfg, scheduler="sync", progress=False)
+    with pytest.raises(ValueError, match="one of the input spectra"):
+        prepare_dataset(inputs, inputs[0], config=cfg, scheduler="sync", progress=False)
+    assert all(p.exists() for p in inputs)
+    # an empty folder is used; our own dataset is replaced when the configuration changes
+    empty = tmp_path / "empty.zarr"
+    empty.mkdir()
+    assert prepare_dataset(tmp_path / "in", empty, config=cfg, scheduler="sync", progress=False).n_kept == 3
+    other = PrepareConfig(**{**TINY, "n_pix": 400})
+    prepare_dataset(tmp_path / "in", empty, config=other, scheduler="sync", progress=False)
+    assert open_dataset(empty).flux.shape == (3, 400)
+
+
+def test_a_changed_catalogue_makes_the_dataset_stale(tmp_path):
+    from astropy.table import Table
+
+    _tiny_survey(tmp_path / "in")
+    cfg = PrepareConfig(**TINY)
+    ids = ["1234-56789-0001", "1234-56789-0002", "1234-56789-0003"]
+    out = tmp_path / "table.zarr"
+    for logm in ([9.0, 9.5, 10.0], [11.0, 11.5, 12.0]):
+        prepare_dataset(tmp_path / "in", out, catalog=Table({"id": ids, "logmstar": logm}), config=cfg,
+                        scheduler="sync", progress=False)
+        assert list(open_dataset(out).props["logmstar"]) == logm
+    # a catalogue file edited in place, same path
+    cat, out = tmp_path / "cat.fits", tmp_path / "file.zarr"
+    for logm in ([9.0, 9.5, 10.0], [11.0, 11.5, 12.0]):
+        Table({"id": ids, "logmstar": logm}).write(cat, overwrite=True)
+        prepare_dataset(tmp_path / "in", out, catalog=str(cat), config=cfg, scheduler="sync", progress=False)
+        assert list(open_dataset(out).props["logmstar"]) == logm
+    # the same content again: up to date, nothing rewritten
+    stamp = (out / "zarr.json").stat().st_mtime_ns
+    prepare_dataset(tmp_path / "in", out, catalog=str(cat), config=cfg, scheduler="sync", progress=False)
+    assert (out / "zarr.json").stat().st_mtime_ns == stamp
+
+
+def test_catalogue_integers_stay_exact_and_unknown_where_unmatched(tmp_path):
+    from galvae.sources.catalogs import read_gswlc
+
+    _tiny_survey(tmp_path / "in")
+    big = 1237648720693755918  # > 2**53: float64 would make it ...904
+    line = "{objid} -99 1234 56789 {fiber} 146.7 -0.76 0.02 1.2 10.1 0.05 -0.5 0.1 1.0 0.2 0.5 0.1 0.4 0.1 {flag} 1 3 1 1"
+    (tmp_path / "gswlc.dat").write_text(line.format(objid=big, fiber=1, flag=2) + "\n"
+                                        + line.format(objid=big + 1, fiber=2, flag=0) + "\n")  # fiber 3: no row
+    out = tmp_path / "d.zarr"
+    prepare_dataset(tmp_path / "in", out, catalog=read_gswlc(tmp_path / "gswlc.dat"), config=PrepareConfig(**TINY),
+                    scheduler="sync", progress=False)
+    props = open_dataset(out).props
+    assert list(props["id"]) == ["1234-56789-0001", "1234-56789-0002", "1234-56789-0003"]
+    assert list(props["objid"]) == [str(big), str(big + 1), ""]
+    assert list(props["glxid"]) == ["-99", "-99", ""]
+    np.testing.assert_array_equal(props["flag_sed"], [2.0, 0.0, np.nan])
+    np.testing.assert_array_equal(props["flag_uv"], [3.0, 3.0, np.nan])
+
+
+def test_duplicate_ids_keep_the_first_path_and_reject_the_rest(tmp_path):
+    first = _tiny_survey(tmp_path / "in" / "a", fibers=(1, 2))
+    copy = tmp_path / "in" / "b" / first[0].name
+    copy.parent.mkdir()
+    copy.write_bytes(first[0].read_bytes())
+    _tiny_survey(tmp_path / "in" / "c", fibers=(3, 4))
+    out = tmp_path / "d.zarr"
+    # two files per task: the copy sits in another chunk than the file it repeats
+    result = prepare_dataset(tmp_path / "in", out, config=PrepareConfig(**TINY, files_per_task=2),
+                             scheduler="sync", progress=False)
+    assert result.n_kept == 4 and result.rejects_by_reason == {"duplicate id": 1}
+    d = open_dataset(out)
+    assert sorted(d.ids) == [f"1234-56789-{f:04d}" for f in (1, 2, 3, 4)]
+    rejects = read_rejects(out)
+    assert list(rejects["path"]) == [str(copy)] and list(rejects["id"]) == ["1234-56789-0001"]
+    assert list(rejects["reason"]) == [f"duplicate id (first: {first[0]})"]
+
+
+def test_a_single_usable_spectrum_is_a_clear_error(tmp_path):
+    _tiny_survey(tmp_path / "in", fibers=(1,))
+    write_spec_file(tmp_path / "in" / "spec-1234-56789-0002.fits", fiber=2, spec_class="QSO")
+    with pytest.raises(ValueError, match="only 1 spectrum of 2 passed the selection.*at least 2 spectra"):
+        prepare_dataset(tmp_path / "in", tmp_path / "d.zarr", config=PrepareConfig(**TINY), scheduler="sync",
+                        progress=False)

@@ -109,6 +109,11 @@ def _bad_files(tmp_path):
         meta_cols = [c for c in hdul[2].columns if c.name != "Z"]
         fits.HDUList([hdul[0].copy(), hdul[1].copy(),
                       fits.BinTableHDU.from_columns(meta_cols, name="SPECOBJ")]).writeto(tmp_path / "no_z.fits")
+        for kind, pixel, value in (("nan_loglam", 2000, np.nan), ("repeated_loglam", 2000, hdul[1].data["loglam"][1999])):
+            coadd = hdul[1].copy()
+            coadd.data["loglam"][pixel] = value
+            fits.HDUList([hdul[0].copy(), coadd, hdul[2].copy()]).writeto(tmp_path / f"{kind}.fits")
+            files[kind] = tmp_path / f"{kind}.fits"
     files["no_ivar"] = tmp_path / "no_ivar.fits"
     files["no_z"] = tmp_path / "no_z.fits"
     files["missing"] = tmp_path / "does_not_exist.fits"
@@ -125,6 +130,8 @@ EXPECTED_REASON = {
     "no_ivar": "missing column ivar in COADD",
     "no_z": "missing column Z in SPECOBJ",
     "missing": "cannot read file",
+    "nan_loglam": "non-finite wavelength: loglam is NaN or infinite at 1 of 3800 pixels (first at pixel 2000)",
+    "repeated_loglam": "wavelengths not increasing: loglam does not increase at 1 of 3800 pixels (first at pixel 2000)",
 }
 
 
@@ -147,3 +154,22 @@ def test_bad_files_never_stop_a_batch(tmp_path):
     by_path = {r.path: r.reason for r in rejects}
     for kind, path in files.items():
         assert EXPECTED_REASON[kind] in by_path[str(path)], (kind, by_path[str(path)])
+
+
+def test_a_damaged_exposure_tail_does_not_reject_a_full_spec_file(sdss_dir, tmp_path):
+    from galvae.sources import fitsbin
+    from galvae.sources.sdss import METADATA_HDUS
+
+    with open(sdss_dir / "MANIFEST.csv") as fh:
+        full = sdss_dir / next(r["file"] for r in csv.DictReader(fh) if r["kind"] == "spec-full")
+    with open(full, "rb") as fh:
+        every = fitsbin.scan_hdus(fh)
+        needed = fitsbin.scan_hdus(fh, wanted=("COADD", frozenset(METADATA_HDUS)))
+    assert len(every) > 4 and [h.name for h in needed] == ["PRIMARY", "COADD", "SPECOBJ"]
+    # cut in the middle of the last per-exposure HDU: COADD and SPECOBJ stay intact
+    cut = tmp_path / full.name
+    cut.write_bytes(full.read_bytes()[: every[-1].data_offset + every[-1].data_size // 2])
+    whole, damaged = read_spectrum(full), read_spectrum(cut)
+    assert damaged.id == whole.id and damaged.z == whole.z
+    np.testing.assert_array_equal(damaged.flux, whole.flux)
+    np.testing.assert_array_equal(damaged.wave, whole.wave)

@@ -4,7 +4,8 @@ Pass 1, one task per chunk of files: read, apply the selection cuts, mask bad pi
 rest frame, resample onto the grid, normalise. Each task writes its chunk to the staging folder
 (``<out>/.staging/chunk-NNNNN.npz``, atomically) and returns its tally.
 
-Between passes: the gappy-PCA eigenbasis is fitted once on a seeded sample of staged spectra.
+Between passes: a spectrum id staged twice keeps its first path (later copies become rejects), and the
+gappy-PCA eigenbasis is fitted once on a seeded sample of staged spectra.
 
 Pass 2, one task per block of output rows: fill the bad pixels of its rows with that basis and write
 its own Zarr chunks of ``flux``, ``ivar`` and ``filled`` (blocks align with Zarr chunks, so no two
@@ -38,6 +39,7 @@ from .resample import log_grid, resample_batch
 log = logging.getLogger(__name__)
 
 STAGING = ".staging"
+DATASET_FORMAT = "galvae-dataset"
 FORMAT_VERSION = 1
 
 
@@ -175,6 +177,46 @@ def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) 
     return {"index": index, "n_kept": len(kept), "skipped": False}
 
 
+# ------------------------------------------------------------------------------- between passes
+
+def drop_duplicate_ids(staging: Path, chunk_counts: list[int]) -> list[int]:
+    """Keep the first staged row of each spectrum id (in path order); reject the others. New row counts.
+
+    The same spectrum found twice (an SAS-layout copy and a loose one, spec and spec-lite) would weigh
+    twice in training and could sit in two splits. Chunks holding a later copy are rewritten
+    atomically, so a rerun after an interruption finds nothing left to drop.
+    """
+    first_path: dict[str, str] = {}
+    duplicates: dict[int, list[int]] = {}  # chunk -> its rows that repeat an earlier id
+    for c, n in enumerate(chunk_counts):
+        if not n:
+            continue
+        with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+            ids, paths = z["id"], z["path"]
+        for row, (spectrum_id, path) in enumerate(zip(ids.tolist(), paths.tolist())):
+            if spectrum_id in first_path:
+                duplicates.setdefault(c, []).append(row)
+            else:
+                first_path[spectrum_id] = path
+    counts = list(chunk_counts)
+    for c, rows in duplicates.items():
+        target = staging / f"chunk-{c:05d}.npz"
+        with np.load(target, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        keep = np.ones(counts[c], dtype=bool)
+        keep[rows] = False
+        new_rejects = [(arrays["path"][r], arrays["id"][r], f"duplicate id (first: {first_path[arrays['id'][r]]})")
+                       for r in rows]
+        arrays = {k: (v if k == "rejects" else v[keep]) for k, v in arrays.items()}
+        arrays["rejects"] = np.concatenate([arrays["rejects"], np.array(new_rejects, dtype=str)]).reshape(-1, 3)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, target)
+        counts[c] = int(keep.sum())
+        log.info("%d duplicate ids rejected in chunk %d", len(rows), c)
+    return counts
+
+
 # ----------------------------------------------------------------------------------------- pass 2
 
 def _load_rows(staging: Path, chunk_counts: list[int], start: int, stop: int, keys=("flux", "ivar")):
@@ -273,8 +315,66 @@ def _inputs_digest(paths: list[str], cfg: PrepareConfig, catalog) -> str:
     for p in paths:
         h.update(p.encode())
         h.update(str(os.path.getsize(p) if os.path.exists(p) else -1).encode())
-    h.update(str(catalog).encode())
+    h.update(b"None" if catalog is None else _catalog_fingerprint(catalog).encode())
     return h.hexdigest()[:16]
+
+
+def _catalog_fingerprint(catalog) -> str:
+    """SHA-1 of the catalogue's content: a file's bytes, or a Table's column names, types and values.
+
+    Content, not name: a catalogue edited in place or another Table must make the dataset stale.
+    """
+    h = hashlib.sha1()
+    if hasattr(catalog, "colnames"):
+        h.update(f"table:{len(catalog)}".encode())
+        for name in catalog.colnames:
+            column = catalog[name]
+            values = np.asarray(column)
+            if values.dtype.kind == "O":
+                values = values.astype(str)
+            h.update(f"{name}:{values.dtype.str}:{values.shape}".encode())
+            h.update(np.ascontiguousarray(values).tobytes())
+            h.update(np.ascontiguousarray(np.ma.getmaskarray(column)).tobytes())
+        return h.hexdigest()
+    h.update(f"file:{catalog}".encode())  # the path too: the dataset records it as provenance
+    with open(catalog, "rb") as fh:  # catalogues are at most a few hundred MB: about a second
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_prepare_output(out: Path) -> bool:
+    """True for a folder that `prepare` wrote: a dataset (its format attribute) or an unfinished run."""
+    if _group_attrs(out).get("format") == DATASET_FORMAT:
+        return True
+    try:
+        return "digest" in json.loads((out / STAGING / "inputs.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_out_folder(out: Path, paths: list[str]) -> None:
+    """ValueError when ``out`` may not be written: starting over deletes it, so it must be ours or empty.
+
+    Refused: a folder that is or holds an input spectrum, a file, and a non-empty folder that is
+    neither a galvae dataset nor an unfinished `prepare` run.
+    """
+    target = out.resolve()
+    for folder in {os.path.dirname(os.path.abspath(p)) for p in paths}:
+        resolved = Path(folder).resolve()
+        if resolved == target or target in resolved.parents:
+            raise ValueError(f"will not write the dataset into {out}: it holds input spectra ({folder}), "
+                             "which starting over would delete; choose an output folder outside the inputs")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        is_input = any(Path(p).resolve() == target for p in paths)
+        raise ValueError(f"will not write the dataset to {out}: it is "
+                         f"{'one of the input spectra' if is_input else 'a file'}, not a dataset folder")
+    if not _is_prepare_output(out) and any(out.iterdir()):
+        raise ValueError(f"will not write the dataset into {out}: the folder is not empty and is not a galvae "
+                         f"dataset (no format attribute '{DATASET_FORMAT}', no {STAGING}/inputs.json), so "
+                         "starting over would delete what it holds; choose a new or empty folder")
 
 
 def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = None, *,
@@ -296,7 +396,8 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
         paths = [str(p) for p in ([spectra] if isinstance(spectra, (str, os.PathLike)) else spectra)]
     if not paths:
         raise ValueError(f"no spectrum files in {spectra}")
-    digest = _inputs_digest(paths, cfg, catalog if not hasattr(catalog, "meta") else "table")
+    _check_out_folder(out, paths)
+    digest = _inputs_digest(paths, cfg, catalog)
 
     if out.exists():
         done = _completed_attrs(out)
@@ -306,7 +407,7 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
                                  done["counts"]["rejects_by_reason"], time.perf_counter() - t0)
         staging_manifest = out / STAGING / "inputs.json"
         if done or not staging_manifest.exists() or json.loads(staging_manifest.read_text())["digest"] != digest:
-            shutil.rmtree(out)  # different inputs or config: start over
+            shutil.rmtree(out)  # different inputs or config: start over (_check_out_folder: ours or empty)
     staging = out / STAGING
     staging.mkdir(parents=True, exist_ok=True)
     (staging / "inputs.json").write_text(json.dumps({"digest": digest, "n_files": len(paths)}))
@@ -321,9 +422,14 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
         counts = [0] * len(chunks)
         for t in tallies:
             counts[t["index"]] = t["n_kept"]
+        counts = drop_duplicate_ids(staging, counts)
         n_rows = sum(counts)
         if n_rows == 0:
             raise ValueError(f"no spectrum of {len(paths)} passed the selection; see the rejects in {staging}")
+        if n_rows == 1:
+            # One spectrum has no variance to fit an eigenbasis on: its gaps could only be copied from itself.
+            raise ValueError(f"only 1 spectrum of {len(paths)} passed the selection; the gappy-PCA fill needs "
+                             f"at least 2 spectra; see the rejects in {staging}")
         # On a worker, like every heavy step: workers run single-threaded BLAS, which is many times
         # faster here than an oversubscribed multi-threaded BLAS in the driver.
         run_tasks(client, fit_basis, [(staging, counts, cfg)], "prepare: gappy-PCA basis", progress)
@@ -342,13 +448,18 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
     return result
 
 
-def _completed_attrs(out: Path) -> dict | None:
+def _group_attrs(out: Path) -> dict:
+    """The attributes of the Zarr group at ``out``; {} where there is none (yet)."""
     import zarr
 
     try:
-        attrs = zarr.open_group(str(out), mode="r").attrs.asdict()
-    except Exception:  # not a Zarr group yet: an unfinished first pass
-        return None
+        return zarr.open_group(str(out), mode="r").attrs.asdict()
+    except Exception:  # not a Zarr group (yet): an unfinished first pass, or not ours
+        return {}
+
+
+def _completed_attrs(out: Path) -> dict | None:
+    attrs = _group_attrs(out)
     return attrs if attrs.get("complete") else None
 
 
@@ -392,12 +503,30 @@ def _properties(ids: np.ndarray, meta: dict, catalog):
     for name in matched.colnames:
         if name in ("id", "plate", "mjd", "fiber") or matched[name].dtype.kind not in "fiu":
             continue
+        values = _stored_property(name, matched[name])
         if name in props.colnames:
-            if np.isfinite(np.asarray(matched[name], dtype=float)).any():
-                props[f"{name}_catalog"] = matched[name]
+            if (values != "").any() if values.dtype.kind == "U" else np.isfinite(values).any():
+                props[f"{name}_catalog"] = values
         else:
-            props[name] = np.asarray(matched[name], dtype=np.float64)
+            props[name] = values
     return props, stats.as_dict()
+
+
+def _stored_property(name: str, column) -> np.ndarray:
+    """A matched catalogue column as props stores it: exact values, unknown where unmatched or masked.
+
+    Floats and integers become float64 with NaN where unknown (exact for integers up to 2**53: flags,
+    counts). Identifiers (a name ending in "id": objid, glxid, …) and any integer column beyond 2**53
+    become decimal strings, "" where unknown, as ``specobjid`` is: float64 would round them.
+    """
+    unknown = np.ma.getmaskarray(column)
+    values = np.asarray(column)
+    if values.dtype.kind == "f":
+        return np.where(unknown, np.nan, values).astype(np.float64)
+    exact_in_float = values.size == 0 or -2**53 <= int(values.min()) and int(values.max()) <= 2**53
+    if name.lower().endswith("id") or not exact_in_float:
+        return np.where(unknown, "", values.astype(str))
+    return np.where(unknown, np.nan, values.astype(np.float64))
 
 
 def _write_column(group, name: str, values: np.ndarray) -> None:
@@ -443,7 +572,7 @@ def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str
     import numpy, astropy
 
     root.attrs.update({
-        "format": "galvae-dataset", "format_version": FORMAT_VERSION, "source": "sdss-spec-files",
+        "format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "source": "sdss-spec-files",
         "config": json.loads(json.dumps(asdict(cfg))), "inputs_digest": digest,
         "versions": {"galvae": __version__, "numpy": numpy.__version__, "astropy": astropy.__version__,
                      "zarr": zarr.__version__},

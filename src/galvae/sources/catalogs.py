@@ -873,14 +873,20 @@ class MatchStats:
 
 
 def _aligned_column(column, rows: np.ndarray, hit: np.ndarray):
-    """``column[rows]`` where ``hit``; NaN elsewhere for floats, masked elsewhere for other dtypes."""
+    """``column[rows]`` where ``hit``; NaN elsewhere for floats, masked elsewhere for other dtypes.
+
+    A value masked in ``column`` itself counts as unknown too (NaN or masked), never as its fill value.
+    """
     values = np.asarray(column)
+    known = hit.copy()
+    if len(values):
+        known[hit] &= ~np.ma.getmaskarray(column)[rows[hit]]
     if values.dtype.kind == "f":
         out = np.full(len(rows), np.nan, dtype=values.dtype)
-        out[hit] = values[rows[hit]]
+        out[known] = values[rows[known]]
         return out
     taken = values[np.where(hit, rows, 0)] if len(values) else np.zeros(len(rows), values.dtype)
-    return MaskedColumn(taken, mask=~hit)
+    return MaskedColumn(taken, mask=~known)
 
 
 def match_properties(ids: Sequence[str], props: Table) -> tuple[Table, MatchStats]:

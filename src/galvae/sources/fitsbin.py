@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -135,11 +137,13 @@ def _data_size(header: dict, index: int) -> int:
     return abs(bitpix) // 8 * n
 
 
-def scan_hdus(fh: BinaryIO, wanted: set[str] | None = None) -> list[HDU]:
+def scan_hdus(fh: BinaryIO, wanted: Iterable[str | AbstractSet[str]] | None = None) -> list[HDU]:
     """Walk the file's HDUs, reading headers only.
 
-    Stops early once every name in ``wanted`` (upper case) has been seen, so the per-exposure HDUs of
-    full spec files are never touched. Raises :class:`FitsFormatError` for non-FITS or damaged files.
+    ``wanted`` lists what the caller needs, each entry an HDU name (upper case) or a set of
+    alternative names of which any one will do. The walk stops once every entry has been seen, so the
+    per-exposure HDUs of full spec files are never touched (nor their damage). Without ``wanted``
+    every HDU is walked. Raises :class:`FitsFormatError` for non-FITS or damaged files.
     """
     fh.seek(0, os.SEEK_END)
     file_size = fh.tell()
@@ -149,7 +153,7 @@ def scan_hdus(fh: BinaryIO, wanted: set[str] | None = None) -> list[HDU]:
         raise FitsFormatError("not a FITS file (no 'SIMPLE = T' card at the start)")
     hdus: list[HDU] = []
     offset = 0
-    remaining = set(wanted) if wanted else None
+    missing = [{w} if isinstance(w, str) else set(w) for w in wanted] if wanted else None
     while offset < file_size:
         fh.seek(offset)
         header, data_offset = _read_header(fh, offset, file_size)
@@ -161,9 +165,9 @@ def scan_hdus(fh: BinaryIO, wanted: set[str] | None = None) -> list[HDU]:
                 f"truncated: HDU {index} ({hdu.name or 'unnamed'}) needs bytes up to {data_offset + size}, "
                 f"file has {file_size}")
         hdus.append(hdu)
-        if remaining is not None:
-            remaining.discard(hdu.name)
-            if not remaining:
+        if missing is not None:
+            missing = [names for names in missing if hdu.name not in names]
+            if not missing:
                 break
         offset = data_offset + -(-size // BLOCK) * BLOCK
         if offset < file_size and file_size - offset < BLOCK:

@@ -97,11 +97,12 @@ def read_spectrum(path: str | os.PathLike) -> ObservedSpectrum:
     """Read one SDSS spec or spec-lite file.
 
     Raises :class:`SpectrumReadError` naming the reason: not FITS, truncated or corrupt, no COADD or
-    metadata HDU (not an SDSS spectrum file), a missing column, or arrays of inconsistent length.
+    metadata HDU (not an SDSS spectrum file), a missing column, or wavelengths that are not finite and
+    strictly increasing.
     """
     try:
         with open(path, "rb") as fh:
-            hdus = fitsbin.scan_hdus(fh, wanted={"COADD", *METADATA_HDUS})
+            hdus = fitsbin.scan_hdus(fh, wanted=("COADD", frozenset(METADATA_HDUS)))
             by_name = {h.name: h for h in hdus}
             coadd_hdu = by_name.get("COADD")
             if coadd_hdu is None:
@@ -147,6 +148,9 @@ def read_spectrum(path: str | os.PathLike) -> ObservedSpectrum:
     loglam = arrays["loglam"].astype(np.float64)
     if loglam.size == 0:
         raise SpectrumReadError(path, "COADD has no pixels")
+    problem = wavelength_problem(loglam)
+    if problem:
+        raise SpectrumReadError(path, problem)
     return ObservedSpectrum(
         id=spectrum_id(plate, mjd, fiber), plate=plate, mjd=mjd, fiber=fiber,
         wave=10.0 ** loglam,
@@ -157,6 +161,25 @@ def read_spectrum(path: str | os.PathLike) -> ObservedSpectrum:
         vdisp=vdisp, sn_median=sn_median, specobjid=specobjid, run2d=run2d,
         path=str(path), meta_hdu=meta_name,
     )
+
+
+def wavelength_problem(loglam: np.ndarray) -> str | None:
+    """Why a COADD ``loglam`` column cannot be a wavelength grid (None if it can).
+
+    Rebinning needs finite, strictly increasing wavelengths; checked here so that one corrupt file is
+    a reject with its name, not an error that stops the whole chunk it was read with.
+    """
+    finite = np.isfinite(loglam)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        return (f"non-finite wavelength: loglam is NaN or infinite at {bad.size} of {loglam.size} pixels "
+                f"(first at pixel {bad[0]})")
+    steps = np.diff(loglam)
+    if (steps <= 0).any():
+        bad = np.flatnonzero(steps <= 0)
+        return (f"wavelengths not increasing: loglam does not increase at {bad.size} of {loglam.size} pixels "
+                f"(first at pixel {bad[0] + 1})")
+    return None
 
 
 def usability_problem(spec: ObservedSpectrum) -> str | None:

@@ -237,6 +237,7 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
     Returns a dict with every name of :data:`GENERATING_PARAMETERS` plus ``quiescent``,
     ``vdisp_gas`` (km/s), ``fiber_frac`` and ``ra``/``dec`` offsets from the plate centre (deg).
     """
+    check_pinned_z(fixed, zmin, zmax)
     rng = population_stream(seed, index)
     table = cosmo_table(float(zmin), float(zmax))
     p: dict = {}
@@ -303,6 +304,14 @@ def typical_values(vary, overrides: dict | None = None) -> dict:
         return {}
     values = dict(TYPICAL_VALUES, **(overrides or {}))
     return {name: values[name] for name in GENERATING_PARAMETERS if name not in vary}
+
+
+def check_pinned_z(fixed: dict, zmin: float, zmax: float) -> None:
+    """ValueError when ``fixed`` pins z outside (zmin, zmax): every galaxy would miss the asked range."""
+    if "z" in fixed and not zmin < fixed["z"] < zmax:
+        raise ValueError(
+            f"z is pinned to {fixed['z']} (vary leaves it out) but the redshift range is ({zmin}, {zmax}): "
+            f"add z to vary or choose a range that contains {fixed['z']}")
 
 
 def check_vary(vary) -> tuple[str, ...] | None:

@@ -350,6 +350,7 @@ def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: 
         raise ValueError(f"need 0 < zmin < zmax <= 0.3, got zmin={zmin}, zmax={zmax}")
     cfg = MockConfig(n=n, seed=seed, vary=pop.check_vary(vary), zmin=float(zmin), zmax=float(zmax),
                      flux_limit=None if flux_limit is None else float(flux_limit))
+    pop.check_pinned_z(pop.typical_values(cfg.vary), cfg.zmin, cfg.zmax)  # before any file is written
     digest = cfg.digest()
     out_dir = Path(out_dir)
     spectra_dir = out_dir / SPECTRA_DIR
