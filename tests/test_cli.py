@@ -103,6 +103,19 @@ def test_prepare_train_encode_on_real_files(sdss_dir, tmp_path, capsys):
     latents = Table.read(tmp_path / "l.fits")
     assert len(latents) == 11 and {"mu_1", "mu_2", "sigma_1", "chi2_per_pixel", "elbo"} <= set(latents.colnames)
     assert main(["train", "--data", str(tmp_path / "missing.zarr"), "--latent", "2", "--out", str(tmp_path / "x")]) == 2
+    # options a PCA baseline cannot honour are refused, not dropped; so is a model directory in the way
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "p"), "--arch", "wpca",
+                 "--conditions", "logmstar", "--epochs", "9"]) == 2
+    assert "--conditions --epochs do not apply to --arch wpca" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "m"), "--arch", "pca"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "m"), "--resume",
+                 "--overwrite"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(data), "--latent", "0", "--out", str(tmp_path / "z")])
+    assert "must be a positive integer" in capsys.readouterr().err
 
 
 def test_select_explain_report_chain(small_mock, tmp_path, capsys):

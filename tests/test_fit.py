@@ -15,7 +15,7 @@ import torch
 import galvae.fit as fitmod
 from galvae import likelihood as lk
 from galvae.fit import encode_dataset, fit, fit_pca
-from galvae.models import TrainedVAE, load_model, load_weights, weights_path
+from galvae.models import PCA, TrainedVAE, load_model, load_weights, weights_path
 from galvae.models.synthetic import synthetic_dataset
 
 N, P = 600, 256
@@ -143,6 +143,44 @@ def test_resume_after_an_exception_and_of_a_finished_model(data, tmp_path):
     before = (out / "metrics.json").stat().st_mtime_ns
     fit(data, out, latent_dim=2, seed=1, resume=True, **dict(FAST, epochs=4))  # finished: nothing to do
     assert (out / "metrics.json").stat().st_mtime_ns == before
+    # ... but not another model than the one asked for
+    for other in ({"latent_dim": 3}, {"latent_dim": 2, "conditions": ("logmstar",)}, {"latent_dim": 2, "arch": "paper"},
+                  {"latent_dim": 2, "epochs": 5}):
+        with pytest.raises(ValueError, match="finished model trained with other"):
+            fit(data, out, seed=1, resume=True, **{**FAST, "epochs": 4, **other})
+
+
+def test_a_crash_between_checkpoint_and_history_resumes_exactly(data, tmp_path, monkeypatch):
+    # val flat in epoch 5, better in 6: epoch 6 starts with a plateau drop back to epoch 4's weights, and
+    # a resumed epoch 6 must go back to those too, not to the weights of the epoch 6 that crashed
+    val_by_epoch = {1: 10.0, 2: 9.0, 3: 8.0, 4: 7.0, 5: 7.5, 6: 6.0, 7: 5.0, 8: 4.0}
+    epoch = {"next": 1}
+
+    def scripted_validate(*args):
+        value = val_by_epoch[epoch["next"]]
+        epoch["next"] += 1
+        return value, 1.0
+
+    monkeypatch.setattr(fitmod, "_validate", scripted_validate)
+    kw = dict(FAST, epochs=8, patience=1)
+    whole = fit(data, tmp_path / "whole", latent_dim=2, seed=1, **kw)
+    real_write = fitmod._write_history
+
+    def power_cut_in_epoch_6(path, rows):
+        if len(rows) == 6:
+            raise KeyboardInterrupt
+        real_write(path, rows)
+
+    epoch["next"] = 1
+    monkeypatch.setattr(fitmod, "_write_history", power_cut_in_epoch_6)
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, tmp_path / "cut", latent_dim=2, seed=1, **kw)
+    monkeypatch.setattr(fitmod, "_write_history", real_write)
+    checkpoint = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    epoch["next"] = checkpoint["state"]["epoch"] + 1
+    resumed = fit(data, tmp_path / "cut", latent_dim=2, seed=1, resume=True, **kw)
+    assert state_dicts_equal(load_weights(weights_path(whole)), load_weights(weights_path(resumed)))
+    assert [r["lr"] for r in history(resumed)] == [r["lr"] for r in history(whole)]
 
 
 def test_directory_guards(data, tmp_path):
@@ -175,6 +213,24 @@ def test_nan_guard_reloads_lowers_rate_then_stops(data, tmp_path, monkeypatch, c
     assert metrics["best_epoch"] == 2 and np.isfinite(metrics["chi2_per_pixel"]["mean"])
     assert "lowering the learning rate" in caplog.text and "training stopped" in caplog.text
     assert len(history(out)) == 2
+
+
+def test_nan_guard_retries_the_epoch_where_the_schedule_stood(data, tmp_path, monkeypatch):
+    real = fitmod.vae_loss
+    n_batches = int(np.ceil(len(data.indices("train")) / 64))
+    calls = {"n": 0}
+
+    def one_bad_batch(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == n_batches + 1 else loss  # the first batch of epoch 2
+
+    monkeypatch.setattr(fitmod, "vae_loss", one_bad_batch)
+    out = fit(data, tmp_path / "m", latent_dim=2, **FAST)
+    s = fitmod.TrainSettings(epochs=FAST["epochs"], batch_size=64, lr=FAST["lr"])
+    expected = [fitmod.learning_rate(e * n_batches, FAST["epochs"] * n_batches, s) * (1.0 if e == 0 else 0.1)
+                for e in range(FAST["epochs"])]
+    np.testing.assert_allclose([float(r["lr"]) for r in history(out)], expected, rtol=1e-9)
 
 
 def test_plateau_goes_back_to_the_best_weights_at_a_lower_rate_then_stops(data, tmp_path, monkeypatch):
@@ -257,6 +313,19 @@ def test_load_model_round_trip_and_encode_dataset(data, tmp_path):
     assert {"id", "z", "split", "mu_1", "mu_3", "sigma_3", "chi2_per_pixel", "elbo"} <= set(t.colnames)
     assert np.allclose(np.array([t["mu_1"], t["mu_2"], t["mu_3"]]).T[:50], mu_a, rtol=1e-5, atol=1e-6)
 
+    # a NaN at a pixel without data reads as 0 with no weight, as in training: the scores stay finite,
+    # and weighted PCA, which only looks at pixels with data, gives the same numbers as before
+    flux, ivar = np.array(data.flux[:5]), np.array(data.ivar[:5])
+    ivar[:, 10:20] = 0.0
+    spoiled = flux.copy()
+    spoiled[:, 10:20] = np.nan
+    assert all(np.isfinite(a.score(spoiled, ivar)[k]).all() for k in ("mu", "ln_likelihood", "elbo"))
+    pca = load_model(fit_pca(data, tmp_path / "wpca", 3, weighted=True))
+    np.testing.assert_allclose(pca.score(spoiled, ivar)["ln_likelihood"], pca.score(flux, ivar)["ln_likelihood"],
+                               rtol=1e-9)
+    with pytest.raises(ValueError, match="pixels; this PCA expects"):
+        pca.encode(flux[:, :-1])
+
 
 def test_weights_are_never_unpickled(data, tmp_path):
     out = fit(data, tmp_path / "m", latent_dim=2, **dict(FAST, epochs=1))
@@ -282,6 +351,28 @@ def test_pca_baselines_write_model_directories(data, tmp_path):
         assert m["k"] == 3 and m["n_test"] == len(data.indices("test"))
         table = encode_dataset(out, data, tmp_path / f"pca{weighted}.ecsv", progress=False)
         assert np.isfinite(table["mu_3"]).all() and np.isnan(table["elbo"]).all()
+    # like a VAE's, a model directory is replaced only when asked
+    vae = fit(data, tmp_path / "vae", latent_dim=2, **dict(FAST, epochs=1))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        fit_pca(data, vae, 3)
+    fit_pca(data, vae, 3, overwrite=True)
+    assert isinstance(load_model(vae), PCA) and not list(vae.glob("weights.*")) + list(vae.glob("model.*"))
+    for bad in (0, -2, 10**6):
+        with pytest.raises(ValueError, match="n_components must be"):
+            fit_pca(data, tmp_path / f"bad{bad}", bad)
+
+
+def test_bad_model_settings_and_missing_condition_columns_are_clear_errors(data, tmp_path):
+    with pytest.raises(ValueError, match="latent_dim must be"):
+        fit(data, tmp_path / "d0", latent_dim=0, **FAST)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            fit(data, tmp_path / "cuda", latent_dim=2, device="cuda", **FAST)
+    import dataclasses
+
+    no_catalogue = dataclasses.replace(data, props=data.props[["id", "z"]])
+    with pytest.raises(ValueError, match="no 'logmstar' column.*--catalog"):
+        fit(no_catalogue, tmp_path / "cvae", latent_dim=2, conditions=("logmstar",), **FAST)
 
 
 def test_fit_reads_lazy_zarr_arrays(data, tmp_path):

@@ -116,15 +116,27 @@ def _cmd_prepare(args) -> int:
     return 1 if args.strict and result.n_rejected else 0
 
 
+# `galvae train` options that only a VAE uses: set with --arch pca/wpca, they are refused, not ignored
+PCA_IGNORES = ("conditions", "n_basis", "loss", "beta", "epochs", "patience", "time_limit", "batch_size", "lr",
+               "resume")
+
+
 def _cmd_train(args) -> int:
     """Train one VAE / CVAE (or a PCA baseline) on a prepared dataset."""
     from .fit import fit, fit_pca
     from .prepare import open_dataset
 
-    data = open_dataset(args.data)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the model in --out and --overwrite replaces it: choose one")
     conditions = tuple(c for c in (args.conditions or "").split(",") if c)
     if args.arch in ("pca", "wpca"):
-        out = fit_pca(data, args.out, n_components=args.latent, weighted=args.arch == "wpca")
+        vae_only = [f"--{k.replace('_', '-')}" for k in PCA_IGNORES if getattr(args, k) != args.parser.get_default(k)]
+        if vae_only:
+            raise ValueError(f"{' '.join(vae_only)} do not apply to --arch {args.arch} (a PCA baseline has no "
+                             "conditions and no training loop)")
+    data = open_dataset(args.data)
+    if args.arch in ("pca", "wpca"):
+        out = fit_pca(data, args.out, n_components=args.latent, weighted=args.arch == "wpca", overwrite=args.overwrite)
     else:
         out = fit(data, args.out, latent_dim=args.latent, conditions=conditions, arch=args.arch, loss=args.loss,
                   beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -226,10 +238,18 @@ def _add_dask_options(p) -> None:
                    help="start a local cluster (default) or SLURM workers via dask-jobqueue")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _add_training_length_options(p) -> None:
     """--epochs / --patience / --time-limit, the same for one training and for every cell of a grid."""
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patience", type=int, default=10, help="early stopping on val (epochs)")
+    p.add_argument("--epochs", type=_positive_int, default=100)
+    p.add_argument("--patience", type=_positive_int, default=10, help="early stopping on val (epochs)")
     p.add_argument("--time-limit", type=float, default=None, help="seconds of training per model")
 
 
@@ -322,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one VAE / CVAE (or PCA baseline) on a dataset")
     p.add_argument("--data", required=True, help="dataset.zarr from `galvae prepare`")
-    p.add_argument("--latent", type=int, required=True, help="latent dimension d (components for PCA)")
+    p.add_argument("--latent", type=_positive_int, required=True, help="latent dimension d (components for PCA)")
     p.add_argument("--conditions", default="", help="CVAE conditions, comma-separated: logmstar,logsfr,logssfr,metallicity")
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--arch", default="compact", choices=["compact", "paper", "pca", "wpca"],
@@ -334,14 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gaussian ivar likelihood (default) or the paper's plain MSE")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
     _add_training_length_options(p)
-    p.add_argument("--batch-size", type=int, default=None, help="default 128 on CPU, 2048 on GPU")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="default 128 on CPU, 2048 on GPU")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, …")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training in --out")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a directory that holds a model")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, parser=p)
 
     p = sub.add_parser("encode", help="encode a dataset with a trained model → latents.fits")
     p.add_argument("--model", required=True, help="model directory from `galvae train`")

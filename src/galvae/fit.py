@@ -8,9 +8,9 @@ and batches are taken by index (no DataLoader); on CUDA the forward pass runs un
 :func:`fit_pca` writes a PCA baseline to a model directory of the same layout, and
 :func:`encode_dataset` writes a latent catalogue for any model directory.
 
-Files in a model directory while training: ``checkpoint.pt`` (full training state, written each epoch)
-and ``best.pt`` (the best weights so far); both are removed when training ends and the best weights are
-written as ``model.safetensors`` / ``weights.pt``.
+Files in a model directory while training: ``checkpoint.pt`` (full training state with the best weights so
+far, written atomically each epoch: one file, so a crash cannot leave the two out of step); it is removed
+when training ends and the best weights are written as ``model.safetensors`` / ``weights.pt``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .models.vae import LOSSES, VAE, ModelConfig, count_parameters, score, vae_l
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
+LEGACY_BEST = "best.pt"  # the best weights' own file before they moved into checkpoint.pt
 FINISHED = ("done", "early_stopped", "time_limit", "diverged")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_chi2_per_pixel", "lr", "seconds")
 DEFINITIONS = {
@@ -91,6 +91,20 @@ class TrainState:
     history: list = field(default_factory=list)
 
 
+class BestWeights:
+    """The best weights so far, kept on the device and saved inside every checkpoint."""
+
+    def __init__(self, model):
+        self.keep(model)
+
+    def keep(self, model) -> None:
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model) -> None:
+        """Back to the best weights: after a plateau, a non-finite loss, or at the end."""
+        model.load_state_dict(self.state)
+
+
 class SplitData(NamedTuple):
     """One split's spectra on the device, plus what is cached for the loss."""
 
@@ -123,6 +137,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' → CUDA when available, else CPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU: use 'cpu' or 'auto'")
     return torch.device(device)
 
 
@@ -231,13 +247,18 @@ def _set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _save_checkpoint(out: Path, model, opt, state: TrainState, batch_gen: torch.Generator) -> None:
-    _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": asdict(state),
-                        "batch_rng": batch_gen.get_state(), "rng": _rng_states()}, out / CHECKPOINT)
+def _save_checkpoint(out: Path, model, opt, state: TrainState, batch_gen: torch.Generator, best: BestWeights) -> None:
+    _atomic_torch_save({"model": model.state_dict(), "best_model": best.state, "optimizer": opt.state_dict(),
+                        "state": asdict(state), "batch_rng": batch_gen.get_state(), "rng": _rng_states()},
+                       out / CHECKPOINT)
 
 
-def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device) -> TrainState:
+def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device, best: BestWeights) -> TrainState:
     ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    if "best_model" in ck:
+        best.state = ck["best_model"]
+    elif (out / LEGACY_BEST).exists():
+        best.state = torch.load(out / LEGACY_BEST, map_location=device, weights_only=True)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     batch_gen.set_state(ck["batch_rng"].cpu())
@@ -327,6 +348,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     s = TrainSettings(loss=loss, beta=float(beta), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                       weight_decay=float(weight_decay), seed=int(seed), patience=int(patience))
     if _prepare_directory(out, resume, overwrite):
+        _check_finished_run(out, dataset, arch, latent_dim, conditions, s, dropout, hidden, n_basis)
         return out
 
     torch.manual_seed(s.seed)
@@ -353,7 +375,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     batch_gen = torch.Generator().manual_seed(s.seed)
     autocast_dtype = torch.bfloat16 if dev.type == "cuda" else None
 
-    state = _start_or_resume(out, resume, config, model, opt, batch_gen, dev)
+    best = BestWeights(model)  # the NaN guard's fallback before any epoch ends
+    state = _start_or_resume(out, resume, config, model, opt, batch_gen, dev, best)
     n_batches = max(1, math.ceil(len(train.rows) / s.batch_size))
     total_steps = s.epochs * n_batches
     log.info("training %s VAE d=%d conditions=%s on %d spectra (%d val), %d parameters, %s",
@@ -366,7 +389,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     with tqdm(total=total_steps, initial=state.step, disable=not progress, unit="batch",
               desc=f"fit {arch} d={cfg.latent_dim}") as bar:
         while state.epoch < s.epochs:
-            if state.bad_epochs >= s.patience and not _plateau(out, model, s, state, dev):
+            if state.bad_epochs >= s.patience and not _plateau(model, s, state, best):
                 status = "early_stopped"
                 break
             if time_limit is not None and sum(r["seconds"] for r in state.history) >= time_limit:
@@ -374,21 +397,24 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
                 break
             t0 = time.perf_counter()
             lr_now = learning_rate(state.step, total_steps, s) * state.lr_scale
+            step_before = state.step
             train_loss = _train_one_epoch(model, opt, train, s, state, total_steps, batch_gen, autocast_dtype, bar)
             val_loss, val_chi2 = _validate(model, val, s, autocast_dtype)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                if not _nan_guard(out, model, opt, s, state, dev):
+                state.step = step_before  # the discarded epoch's steps must not move the schedule on
+                if not _nan_guard(model, opt, s, state, best):
                     status = "diverged"
                     break
                 continue
             row = {"epoch": state.epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                    "val_chi2_per_pixel": val_chi2, "lr": lr_now, "seconds": time.perf_counter() - t0}
-            _end_epoch(out, model, opt, state, batch_gen, row)
+            _end_epoch(out, model, opt, state, batch_gen, row, best)
             bar.set_postfix(epoch=row["epoch"], train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
             if callback is not None:
                 callback(row["epoch"], row)
     if status == "done" and state.bad_epochs >= s.patience and state.plateau_drops >= s.plateau_drops:
         status = "early_stopped"  # the last epoch ended the final plateau: it would have stopped anyway
+    best.restore(model)
     return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype)
 
 
@@ -400,12 +426,33 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> bool:
         return True
     busy = [p.name for p in (cfg, out / CHECKPOINT) if p.exists()]
     if busy and not resume and not overwrite:
-        raise FileExistsError(f"{out} already holds {busy}: pass resume=True to continue it or overwrite=True")
+        raise FileExistsError(f"{out} already holds {busy}: pass resume=True (--resume) to continue it or "
+                              "overwrite=True (--overwrite)")
     if overwrite and not resume:
-        for name in (CHECKPOINT, BEST, "metrics.json", "history.csv", "model.safetensors", "weights.pt"):
+        for name in (CHECKPOINT, LEGACY_BEST, "metrics.json", "history.csv", "model.safetensors", "weights.pt"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def _check_finished_run(out: Path, dataset, arch, latent_dim, conditions, s: TrainSettings, dropout, hidden,
+                        n_basis) -> None:
+    """ValueError when a finished model that ``resume`` would return is not the one asked for."""
+    old = json.loads((out / "config.json").read_text())
+    model, n_train = old.get("model", {}), old.get("n_spectra", {}).get("train", 0)
+    expected_basis = min(int(n_basis), n_train - 1, model.get("n_pix", 0)) if arch == "compact" else 0
+    asked = {"arch": arch, "latent_dim": int(latent_dim), "dropout": float(dropout), "hidden": list(hidden),
+             "n_basis": expected_basis, "conditions": list(conditions),
+             "dataset": dataset.attrs.get("inputs_digest")}
+    stored = {**{k: model.get(k) for k in ("arch", "latent_dim", "dropout", "hidden")},
+              "n_basis": model.get("n_basis", 0), "conditions": old.get("conditions_requested"),
+              "dataset": old.get("dataset_digest")}
+    training = old.get("training", {})
+    differ = [k for k in asked if asked[k] != stored[k]]
+    differ += [f"training.{k}" for k, v in asdict(s).items() if k in training and training[k] != v]
+    if differ:
+        raise ValueError(f"{out} holds a finished model trained with other {differ}: use another folder, or "
+                         "overwrite=True (--overwrite) without resume to train afresh")
 
 
 def _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, n_params, time_limit) -> dict:
@@ -422,41 +469,35 @@ def _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, n
     }
 
 
-def _start_or_resume(out: Path, resume: bool, config: dict, model, opt, batch_gen, dev) -> TrainState:
-    """Load the checkpoint when resuming; otherwise write config.json and the initial 'best' weights."""
+def _start_or_resume(out: Path, resume: bool, config: dict, model, opt, batch_gen, dev, best) -> TrainState:
+    """Load the checkpoint (and the best weights in it) when resuming; otherwise write config.json."""
     if resume and (out / CHECKPOINT).exists():
         old = json.loads((out / "config.json").read_text())
         differ = _settings_match(old, config)
         if differ:
             raise ValueError(f"cannot resume {out}: settings differ from the stored run in {differ}")
-        state = _load_checkpoint(out, model, opt, batch_gen, dev)
+        state = _load_checkpoint(out, model, opt, batch_gen, dev, best)
         log.info("resuming %s after epoch %d (best val loss %.6g at epoch %d)", out, state.epoch,
                  state.best_loss, state.best_epoch)
         return state
     _write_json(out / "config.json", config)
-    _atomic_torch_save(model.state_dict(), out / BEST)  # the NaN guard's fallback before any epoch ends
     return TrainState()
 
 
-def _end_epoch(out: Path, model, opt, state: TrainState, batch_gen, row: dict) -> None:
-    """Record the epoch, keep the best weights, write history.csv and the checkpoint."""
+def _end_epoch(out: Path, model, opt, state: TrainState, batch_gen, row: dict, best: BestWeights) -> None:
+    """Record the epoch, keep the best weights, write the checkpoint and then history.csv."""
     state.history.append(row)
     state.epoch += 1
     if row["val_loss"] < state.best_loss:
         state.best_loss, state.best_epoch, state.bad_epochs = row["val_loss"], row["epoch"], 0
-        _atomic_torch_save(model.state_dict(), out / BEST)
+        best.keep(model)
     else:
         state.bad_epochs += 1
+    _save_checkpoint(out, model, opt, state, batch_gen, best)
     _write_history(out / "history.csv", state.history)
-    _save_checkpoint(out, model, opt, state, batch_gen)
 
 
-def _back_to_best(out: Path, model, dev) -> None:
-    """Reload the best weights so far (best.pt): after a plateau, a non-finite loss, or at the end."""
-    model.load_state_dict(torch.load(out / BEST, map_location=dev, weights_only=True))
-
-
-def _plateau(out: Path, model, s: TrainSettings, state: TrainState, dev) -> bool:
+def _plateau(model, s: TrainSettings, state: TrainState, best: BestWeights) -> bool:
     """No better val loss for ``patience`` epochs: go back to the best weights at a lower learning rate
     (the cosine schedule may still be near its peak); False once ``plateau_drops`` are spent."""
     if state.plateau_drops >= s.plateau_drops:
@@ -464,13 +505,13 @@ def _plateau(out: Path, model, s: TrainSettings, state: TrainState, dev) -> bool
     state.plateau_drops += 1
     state.lr_scale *= s.plateau_factor
     state.bad_epochs = 0
-    _back_to_best(out, model, dev)
+    best.restore(model)
     log.info("val loss flat for %d epochs: back to epoch %d at %.3g × the learning rate (drop %d of %d)",
              s.patience, state.best_epoch, state.lr_scale, state.plateau_drops, s.plateau_drops)
     return True
 
 
-def _nan_guard(out: Path, model, opt, s: TrainSettings, state: TrainState, dev) -> bool:
+def _nan_guard(model, opt, s: TrainSettings, state: TrainState, best: BestWeights) -> bool:
     """After a non-finite loss: reload the best weights and retry at a 10× lower rate; False to stop."""
     state.nan_retries += 1
     if state.nan_retries > s.max_nan_retries:
@@ -482,14 +523,13 @@ def _nan_guard(out: Path, model, opt, s: TrainSettings, state: TrainState, dev) 
     log.warning("non-finite loss in epoch %d: reloading the best weights (epoch %d) and lowering the "
                 "learning rate to %.3g × (retry %d of %d)", state.epoch + 1, state.best_epoch, state.lr_scale,
                 state.nan_retries, s.max_nan_retries)
-    _back_to_best(out, model, dev)
+    best.restore(model)
     opt.state.clear()  # Adam's moments may hold NaN too
     return True
 
 
 def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype) -> Path:
-    """Best weights → weights file; test metrics → metrics.json; remove the training files."""
-    _back_to_best(out, model, dev)
+    """The model (at its best weights) → weights file; test metrics → metrics.json; remove the training files."""
     wpath = save_weights(out, model.state_dict())
     test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev)
     k = config["model"]["latent_dim"] + len(cset)
@@ -501,7 +541,7 @@ def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, st
     config.update(status=status, weights=wpath.name)
     _write_json(out / "config.json", config)
     _write_history(out / "history.csv", state.history)
-    for name in (CHECKPOINT, BEST):
+    for name in (CHECKPOINT, LEGACY_BEST):
         (out / name).unlink(missing_ok=True)
     log.info("%s: %s after %d epochs; test χ²/pixel %.4g, ln L %.6g", out, status, state.epoch,
              metrics["chi2_per_pixel"]["mean"], metrics["ln_likelihood"]["mean"])
@@ -533,11 +573,20 @@ def _test_metrics(model, test: SplitData, k: int, seed: int, autocast_dtype, n_s
 # PCA baselines
 # ---------------------------------------------------------------------------------------------------
 
-def fit_pca(dataset, out_dir, n_components: int, weighted: bool = False, n_iter: int = 20) -> Path:
+def fit_pca(dataset, out_dir, n_components: int, weighted: bool = False, n_iter: int = 20,
+            overwrite: bool = False) -> Path:
     """Fit a PCA baseline on ``train`` and write a model directory with test metrics.json."""
     out = Path(out_dir)
+    busy = [p.name for p in (out / "config.json", out / CHECKPOINT) if p.exists()]
+    if busy and not overwrite:
+        raise FileExistsError(f"{out} already holds {busy}: pass overwrite=True (--overwrite) to replace it")
+    for name in (CHECKPOINT, LEGACY_BEST, "history.csv", "model.safetensors", "weights.pt"):
+        (out / name).unlink(missing_ok=True)  # what a VAE left here must not sit beside the PCA
     t0 = time.perf_counter()
     rows = dataset.indices("train")
+    if not 1 <= int(n_components) <= min(len(rows), dataset.wave.size):
+        raise ValueError(f"n_components must be between 1 and min(train spectra, pixels) = "
+                         f"{min(len(rows), dataset.wave.size)}, got {n_components}")
     pca = PCA(n_components, weighted=weighted, n_iter=n_iter).fit(
         take_rows(dataset.flux, rows), take_rows(dataset.ivar, rows) if weighted else None)
     seconds = time.perf_counter() - t0

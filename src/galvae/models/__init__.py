@@ -130,8 +130,9 @@ class TrainedVAE:
         if x.shape[-1] != self.n_pix:
             raise ValueError(f"spectra have {x.shape[-1]} pixels; this model expects {self.n_pix}")
         w = np.ones_like(x) if ivar is None else np.atleast_2d(np.asarray(ivar, dtype=np.float32))
-        w = np.where(np.isfinite(w) & (w > 0), w, 0).astype(np.float32)
-        return self._tensor(x), self._tensor(w)
+        # as in training: a pixel with non-finite flux or ivar counts for nothing and reads as 0
+        w = np.where(np.isfinite(w) & (w > 0) & np.isfinite(x), w, 0).astype(np.float32)
+        return self._tensor(np.where(np.isfinite(x), x, 0).astype(np.float32)), self._tensor(w)
 
     def score(self, flux, ivar=None, conditions=None, n_samples: int = 8, seed: int = 0, batch_size: int = 1024):
         """Per-spectrum mu, sigma, ln L, χ²/pixel, KL, ELBO, n_good (see :func:`galvae.models.vae.score`)."""

@@ -87,7 +87,7 @@ class ConditionSet:
             first = props[props.colnames[0]] if hasattr(props, "colnames") else next(iter(props.values()))
             a = np.zeros((len(first), 0))
         else:
-            a = np.stack([np.asarray(props[n], dtype=np.float64) for n in self.names], axis=-1)
+            a = np.stack([condition_column(props, n) for n in self.names], axis=-1)
         return a if rows is None else a[rows]
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
@@ -119,10 +119,18 @@ def check_condition_names(names) -> None:
         raise ValueError(f"repeated condition in {list(names)}")
 
 
+def condition_column(props, name: str) -> np.ndarray:
+    """One condition's values (float64) from a table or mapping; ValueError when the column is absent."""
+    names = props.colnames if hasattr(props, "colnames") else list(props.keys())
+    if name not in names:
+        raise ValueError(f"the data have no {name!r} column (was the dataset prepared with --catalog?)")
+    return np.asarray(props[name], dtype=np.float64)
+
+
 def rows_with_conditions(props, names) -> np.ndarray:
     """Boolean (N,) mask: the spectrum has a finite value for every named condition."""
     n = len(props)
     ok = np.ones(n, dtype=bool)
     for name in names:
-        ok &= np.isfinite(np.asarray(props[name], dtype=np.float64))
+        ok &= np.isfinite(condition_column(props, name))
     return ok

@@ -71,6 +71,8 @@ class PCA:
     """
 
     def __init__(self, n_components: int = 4, weighted: bool = False, n_iter: int = 20, tol: float = 1e-6):
+        if int(n_components) < 1:
+            raise ValueError(f"n_components must be ≥ 1, got {n_components}")
         self.n_components = int(n_components)
         self.weighted = bool(weighted)
         self.n_iter = int(n_iter)
@@ -137,17 +139,28 @@ class PCA:
         Weighted PCA solves weighted least squares on good pixels; plain PCA projects the filled flux
         (σ then comes from the same normal equations, for information).
         """
-        x = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+        x, w = self._flux_ivar(flux, ivar)
         r = x - self.mean_
-        if ivar is None:
+        if w is None:
             coef = r @ self.components_.T
             return coef, np.full_like(coef, np.nan)
-        w = np.where(np.isfinite(ivar) & (ivar > 0), np.atleast_2d(ivar), 0.0).astype(np.float64)
         wc, a = _weighted_coefficients(r, w, self.components_)
         coef = wc if self.weighted else r @ self.components_.T
         with np.errstate(invalid="ignore"):
             sigma = np.sqrt(np.diagonal(np.linalg.inv(a), axis1=1, axis2=2))
         return coef, sigma
+
+    def _flux_ivar(self, flux, ivar):
+        """float64 flux and ivar (None stays None); a pixel with non-finite flux or ivar gets ivar 0 and
+        flux 0, as in training, so one NaN at a masked pixel cannot spoil a spectrum's coefficients."""
+        x = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+        if x.shape[-1] != self.mean_.size:
+            raise ValueError(f"spectra have {x.shape[-1]} pixels; this PCA expects {self.mean_.size}")
+        if ivar is None:
+            return x, None
+        w = np.atleast_2d(np.asarray(ivar, dtype=np.float64))
+        w = np.where(np.isfinite(w) & (w > 0) & np.isfinite(x), w, 0.0)
+        return np.where(np.isfinite(x), x, 0.0), w
 
     def transform(self, flux: np.ndarray, ivar: np.ndarray | None = None) -> np.ndarray:
         """Coefficients only (scikit-learn's name)."""
@@ -170,8 +183,7 @@ class PCA:
         """
         from .. import likelihood as lk
 
-        x = np.atleast_2d(np.asarray(flux, dtype=np.float64))
-        w = np.where(np.isfinite(ivar) & (ivar > 0), np.atleast_2d(ivar), 0.0).astype(np.float64)
+        x, w = self._flux_ivar(flux, ivar)
         mu, sigma = self.encode(x, w)
         model = self.decode(mu)
         nan = np.full(len(x), np.nan)

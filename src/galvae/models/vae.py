@@ -60,6 +60,8 @@ class ModelConfig:
             raise ValueError(f"the paper architecture needs at least 64 pixels, got {self.n_pix}")
         if self.arch == "paper" and self.n_basis:
             raise ValueError("n_basis is an option of the compact architecture only")
+        if self.latent_dim < 1 or self.n_conditions < 0:
+            raise ValueError(f"latent_dim must be ≥ 1 and n_conditions ≥ 0, got {self.latent_dim}, {self.n_conditions}")
         if not 0 <= self.n_basis <= self.n_pix:
             raise ValueError(f"n_basis must be between 0 and n_pix = {self.n_pix}, got {self.n_basis}")
         self.hidden = tuple(int(h) for h in self.hidden)
