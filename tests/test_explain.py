@@ -142,6 +142,14 @@ def test_mutual_information_is_seeded():
 
 # ---- maps --------------------------------------------------------------------------------------------
 
+def test_mutual_information_of_unrelated_tiny_samples_is_zero_with_nan_errors():
+    rng = np.random.default_rng(0)
+    latents, y = rng.normal(size=(8, 2)), rng.normal(size=8)  # sklearn clips both MIs to integer 0 here
+    mi, err, n = mutual_information_with_errors(latents, y, n_boot=2)
+    assert mi.dtype == np.float64 and np.array_equal(mi, [0.0, 0.0]) and n == 8
+    assert np.isnan(err).all()  # 4 rows per half-sample are too few: unknown, not -9.2e18
+
+
 def test_binned_median_respects_the_minimum_count():
     # 6 points in cell (0, 0) with values 0..5, 3 points in cell (1, 1)
     x = np.r_[np.full(6, 0.25), np.full(3, 0.75)]

@@ -235,3 +235,22 @@ def test_run_explains_the_seed_with_the_lowest_validation_loss(tmp_path):
     # d = 2 has the lower mean BIC; of its seeds, s0 has the lower val loss (s1 the lower test BIC)
     assert best_vae_cell(t, tmp_path) == tmp_path / "d2_vae_s0"
     assert single_condition_cells(t, tmp_path) == [tmp_path / "d1_logmstar_s1"]
+
+
+def test_cells_spread_over_the_gpus_of_a_machine(monkeypatch):
+    import types
+
+    import distributed
+    import torch
+
+    from galvae.select import grid
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert grid._cell_device("auto") == "auto"  # not on a worker (scheduler='sync'): fit decides
+    monkeypatch.setattr(distributed, "get_worker", lambda: types.SimpleNamespace(name=3))
+    assert grid._cell_device("auto") == "cuda:1" and grid._cell_device("cpu") == "cpu"
+    assert grid._default_workers(None, None, None, {}) == 2  # one worker per GPU
+    assert grid._default_workers(5, None, None, {}) == 5
+    assert grid._default_workers(None, "sync", None, {}) is None
+    assert grid._default_workers(None, None, None, {"device": "cpu"}) is None

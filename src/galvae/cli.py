@@ -156,8 +156,8 @@ def _cmd_encode(args) -> int:
     from .fit import encode_dataset
     from .prepare import open_dataset
 
-    path = encode_dataset(args.model, open_dataset(args.data), args.out, device=args.device)
-    print(f"latent table written to {path}")
+    table = encode_dataset(args.model, open_dataset(args.data), args.out, device=args.device)
+    print(f"latent table of {len(table)} spectra written to {args.out}")
     return 0
 
 

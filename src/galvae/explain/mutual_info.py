@@ -51,7 +51,8 @@ def mutual_information(latents, y, n_neighbors: int = 3, seed: int = 0) -> np.nd
     rows = _finite_rows(latents, y)
     if len(rows) <= n_neighbors + 1 or np.ptp(y[rows]) == 0:
         return np.full(latents.shape[1], np.nan)
-    return mutual_info_regression(latents[rows], y[rows], n_neighbors=n_neighbors, random_state=seed)
+    mi = mutual_info_regression(latents[rows], y[rows], n_neighbors=n_neighbors, random_state=seed)
+    return np.asarray(mi, dtype=np.float64)  # sklearn may hand back integer zeros, where NaN cannot go
 
 
 def mutual_information_with_errors(latents, y, n_boot: int = 30, n_neighbors: int = 3,
@@ -63,7 +64,7 @@ def mutual_information_with_errors(latents, y, n_boot: int = 30, n_neighbors: in
     mi = mutual_information(latents[rows], y[rows], n_neighbors, seed)
     m = len(rows) // 2
     if n_boot < 2 or m <= n_neighbors + 1:
-        return mi, np.full_like(mi, np.nan), len(rows)
+        return mi, np.full(mi.shape, np.nan), len(rows)
     rng = np.random.default_rng(seed)
     draws = np.array([mutual_information(latents[sub], y[sub], n_neighbors, seed + 1 + b)
                       for b, sub in enumerate(rng.permutation(rows)[:m] for _ in range(n_boot))])

@@ -210,8 +210,9 @@ def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict
         if torch_threads:
             torch.set_num_threads(torch_threads)  # one core per task when tasks share a machine
         data = cell_dataset(source, needed)
+        device = _cell_device(fit_kwargs.get("device", "auto"))
         fit(data, cell_dir, latent_dim=cell.d, conditions=cell.conditions, seed=cell.seed, resume=True,
-            progress=False, **fit_kwargs)
+            progress=False, **dict(fit_kwargs, device=device))
         scores = score_test_split(cell_dir, data, n_iwae=n_iwae, seed=cell.seed)
         save_scores(cell_dir / SCORES, scores)
         extra = summarise_scores(scores)
@@ -226,6 +227,35 @@ def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict
         cell_dir.mkdir(parents=True, exist_ok=True)
         _write_json(cell_dir / CELL_ERROR, {"error": error, "traceback": traceback.format_exc()})
         return failed_row(cell, error)
+
+
+def _cell_device(requested: str) -> str:
+    """The device a cell trains on: on a machine with several GPUs, worker i of a local Dask cluster
+    takes cuda:(i mod the GPU count), so that the workers spread over the GPUs instead of all using cuda:0."""
+    import torch
+
+    if requested not in ("auto", "cuda") or not torch.cuda.is_available():
+        return requested
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not inside a Dask worker (scheduler='sync')
+        return requested
+    return f"cuda:{int(name) % torch.cuda.device_count()}" if str(name).isdigit() else requested
+
+
+def _default_workers(workers, scheduler, cluster, fit_kwargs) -> int | None:
+    """On a GPU machine, one local worker per GPU unless told otherwise: a worker per core would put as
+    many copies of the training split on each GPU and make them queue for it."""
+    import torch
+
+    local = scheduler is None and cluster in (None, "local")
+    on_gpu = fit_kwargs.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
+    if workers is None and local and on_gpu:
+        log.info("select: one worker per GPU (%d); --workers overrides", torch.cuda.device_count())
+        return torch.cuda.device_count()
+    return workers
 
 
 def stored_row(cells_dir: Path, cell: Cell) -> dict:
@@ -343,7 +373,7 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
         write_table(grid_table([stored_row(cells_dir, c) for c in cells]), out / "grid.ecsv")
 
     if todo:
-        client = _dask.make_client(scheduler, cluster, workers)
+        client = _dask.make_client(scheduler, cluster, _default_workers(workers, scheduler, cluster, fit_kwargs))
         try:
             threads = _torch_threads(client)
             args = [(source, str(cells_dir), c, needed, fit_kwargs, threads,
