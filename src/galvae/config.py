@@ -4,7 +4,8 @@ Two presets:
 
 - ``demo`` (default): sized so that mock → prepare → select → explain → report finishes in minutes on
   a 2-core laptop: a 2500-galaxy mock, the ``compact`` architecture, d = 1–6 × {VAE, CVAE(M*),
-  CVAE(SFR)} × 2 seeds with 12 s of training per cell.
+  CVAE(SFR)} × 2 seeds with 15 epochs of training per cell (an epoch budget, not a time limit, so
+  that the same command gives the same models and the same choice on any machine, at any load).
 - ``paper``: the paper's set-up for GPUs: the ``paper`` architecture, d = 1–8 × all 16 condition
   subsets × 3 seeds, full-length training.
 
@@ -43,9 +44,9 @@ class SelectSection:
     conditions: str = "none,logmstar,logsfr"
     seeds: int = 2
     arch: str = "compact"
-    epochs: int = 40
+    epochs: int = 15
     patience: int = 6
-    time_limit: float | None = 12.0     # seconds of training per cell; None: no limit
+    time_limit: float | None = None     # seconds of training per cell; None: the epoch budget alone
 
 
 @dataclass
