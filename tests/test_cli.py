@@ -172,3 +172,14 @@ def test_run_end_to_end_on_a_tiny_mock(tmp_path, capsys):
     assert len(before) == 2 + 4  # 4 finished cells
     assert main(args) == 0  # rerun: mock, dataset and every cell are found, not redone
     assert stamps() == before
+
+    # a dataset prepared elsewhere: the stages start from it, nothing is made or prepared again
+    again = tmp_path / "again"
+    assert main(["run", "--out", str(again), "--config", str(config), "--data", str(run / "dataset.zarr"),
+                 "--scheduler", "sync", "--workers", "1", "--quiet"]) == 0
+    assert not (again / "dataset.zarr").exists() and not (again / "mock").exists()
+    assert (again / "report" / "index.html").exists()
+    assert (again / "select" / "best.json").read_text() == (run / "select" / "best.json").read_text()
+    capsys.readouterr()
+    assert main(["run", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "nope.zarr"), "--quiet"]) == 2
+    assert "no dataset at" in capsys.readouterr().err

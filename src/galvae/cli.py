@@ -167,8 +167,8 @@ def _cmd_run(args) -> int:
     from .run import run
 
     cfg = load_config(args.preset, args.config, source=args.source, spectra=args.spectra, catalog=args.catalog,
-                      workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
-    if cfg.source == "sdss" and not cfg.catalog:
+                      dataset=args.data, workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
+    if cfg.source == "sdss" and not cfg.catalog and not cfg.dataset:
         log.warning("no --catalog: physical properties will be NaN, CVAEs and MI cannot run")
     report = run(args.out, cfg, progress=not args.quiet)
     print(f"report: {report}")
@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=["mock", "sdss"], default=None, help="mock (default) or sdss files")
     p.add_argument("--spectra", help="folder of SDSS spec files (with --source sdss)")
     p.add_argument("--catalog", help="GSWLC-2 or specObj catalogue (with --source sdss)")
+    p.add_argument("--data", help="a dataset.zarr from `galvae prepare`: skip the source and prepare stages")
     _add_dask_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)

@@ -62,6 +62,7 @@ class RunConfig:
     source: str = "mock"                # 'mock' or 'sdss'
     spectra: str | None = None          # folder of spec files (source sdss)
     catalog: str | None = None          # GSWLC-2 / specObj catalogue (source sdss)
+    dataset: str | None = None          # a prepared dataset.zarr: skip source and prepare
     workers: int | None = None          # Dask workers (default: one per core)
     scheduler: str | None = None        # address of a running Dask scheduler
     cluster: str = "local"              # 'local' or 'slurm'

@@ -84,7 +84,7 @@ def single_condition_cells(table, cells_dir: Path) -> list[Path]:
 def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     """Run every stage into ``out_dir``; return the report's path."""
     from .explain import explain
-    from .prepare import PrepareConfig, prepare_dataset
+    from .prepare import PrepareConfig, open_dataset, prepare_dataset
     from .report.html import write_report
     from .select import conditions_needed, parse_conditions, parse_latent, select_grid
 
@@ -95,30 +95,36 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     dask = dict(scheduler=cfg.scheduler, cluster=cfg.cluster,
                 workers=cfg.workers)
 
-    with _stage("source", timings):
-        spectra, catalog, truth = source_inputs(cfg, out, progress)
-    with _stage("prepare", timings):
-        p = cfg.prepare
-        prepared = prepare_dataset(
-            spectra, out / "dataset.zarr", catalog=catalog, progress=progress, **dask,
-            config=PrepareConfig(zmax=p.zmax, n_pix=p.n_pix, wave_min=p.wave_min, wave_max=p.wave_max,
-                                 max_bad_fraction=p.max_bad_fraction, n_components=p.n_components, n_iter=p.n_iter))
-        log.info("%s", prepared.summary())
+    if cfg.dataset:  # prepared already (e.g. hours of SDSS files): the stages start from it
+        data, truth = Path(cfg.dataset).resolve(), None
+        open_dataset(data, load=False)  # a clear error now rather than inside every grid cell
+    else:
+        data = out / "dataset.zarr"
+        with _stage("source", timings):
+            spectra, catalog, truth = source_inputs(cfg, out, progress)
+        with _stage("prepare", timings):
+            p = cfg.prepare
+            prepared = prepare_dataset(
+                spectra, data, catalog=catalog, progress=progress, **dask,
+                config=PrepareConfig(zmax=p.zmax, n_pix=p.n_pix, wave_min=p.wave_min, wave_max=p.wave_max,
+                                     max_bad_fraction=p.max_bad_fraction, n_components=p.n_components,
+                                     n_iter=p.n_iter))
+            log.info("%s", prepared.summary())
     with _stage("select", timings):
         s = cfg.select
         condition_sets = parse_conditions(s.conditions)
-        grid = select_grid(out / "dataset.zarr", out / "select", latent=parse_latent(s.latent),
+        grid = select_grid(data, out / "select", latent=parse_latent(s.latent),
                            conditions=condition_sets, seeds=s.seeds, arch=s.arch, epochs=s.epochs,
                            needed=conditions_needed(condition_sets),
                            patience=s.patience, time_limit=s.time_limit, progress=progress, **dask)
     with _stage("explain", timings):
         cells = out / "select" / "cells"
-        explain(best_vae_cell(grid.table, cells), out / "dataset.zarr", out, truth=truth,
+        explain(best_vae_cell(grid.table, cells), data, out, truth=truth,
                 cvae_dirs=single_condition_cells(grid.table, cells), n_boot=cfg.explain.n_boot,
                 n_background=cfg.explain.shap_background, n_explain=cfg.explain.shap_explain,
                 progress=progress)
     with _stage("report", timings):
-        report = write_report(out, out / "dataset.zarr", out / "analysis", select_dir=out / "select",
+        report = write_report(out, data, out / "analysis", select_dir=out / "select",
                               config={**cfg.to_dict(), "stage_seconds": timings})
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     return Path(report)
