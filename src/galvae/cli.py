@@ -192,6 +192,10 @@ def _cmd_select(args) -> int:
         b = result.best
         print(f"best by mean BIC: {b.get('conditions_label')} d={b.get('d')} (k={b.get('k')}), "
               f"BIC {b.get('bic_mean'):.1f} ± {b.get('bic_seed_std'):.1f} over seeds, model {b.get('model_dir')}")
+        r = (b.get("other_criteria") or {}).get("bic_best_restart")
+        if r:
+            print(f"best by BIC of each model's best-validation seed (recommended): {r.get('conditions_label')} "
+                  f"d={r.get('d')} (k={r.get('k')}), BIC {r.get('bic_mean'):.1f}, model {r.get('model_dir')}")
     return 0 if result.n_done else 1
 
 
