@@ -195,11 +195,9 @@ def training_basis(dataset, rows: np.ndarray, k: int):
         if len(rows) > BASIS_SAMPLE:
             sample = np.sort(np.random.default_rng(0).choice(rows, BASIS_SAMPLE, replace=False))
         flux = np.nan_to_num(take_rows(dataset.flux, sample).astype(np.float64))
-        ivar = take_rows(dataset.ivar, sample).astype(np.float64)
-        ivar = np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0)
         with threadpool_limits(limits=1, user_api="blas"):
-            pca = PCA(k, weighted=True, n_iter=10).fit(flux, ivar)
-            coeff = (flux - pca.mean_) @ pca.components_.T
+            pca = PCA(k, weighted=True, n_iter=10).fit(flux, take_rows(dataset.ivar, sample))  # fit cleans ivar
+            coeff = pca.transform(flux)  # the projections the encoder's frozen layer computes
         basis = tuple(a.astype(np.float32) for a in (pca.mean_, pca.components_, coeff.std(0)))
         if digest is None:
             return basis
@@ -426,8 +424,8 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> bool:
         return True
     busy = [p.name for p in (cfg, out / CHECKPOINT) if p.exists()]
     if busy and not resume and not overwrite:
-        raise FileExistsError(f"{out} already holds {busy}: pass resume=True (--resume) to continue it or "
-                              "overwrite=True (--overwrite)")
+        raise FileExistsError(f"{out} already holds {busy}: pass overwrite=True (--overwrite) to replace it, "
+                              "or resume=True (--resume) to continue a VAE's training")
     if overwrite and not resume:
         for name in (CHECKPOINT, LEGACY_BEST, "metrics.json", "history.csv", "model.safetensors", "weights.pt"):
             (out / name).unlink(missing_ok=True)
@@ -577,11 +575,7 @@ def fit_pca(dataset, out_dir, n_components: int, weighted: bool = False, n_iter:
             overwrite: bool = False) -> Path:
     """Fit a PCA baseline on ``train`` and write a model directory with test metrics.json."""
     out = Path(out_dir)
-    busy = [p.name for p in (out / "config.json", out / CHECKPOINT) if p.exists()]
-    if busy and not overwrite:
-        raise FileExistsError(f"{out} already holds {busy}: pass overwrite=True (--overwrite) to replace it")
-    for name in (CHECKPOINT, LEGACY_BEST, "history.csv", "model.safetensors", "weights.pt"):
-        (out / name).unlink(missing_ok=True)  # what a VAE left here must not sit beside the PCA
+    _prepare_directory(out, resume=False, overwrite=overwrite)  # also clears what a VAE left there
     t0 = time.perf_counter()
     rows = dataset.indices("train")
     if not 1 <= int(n_components) <= min(len(rows), dataset.wave.size):

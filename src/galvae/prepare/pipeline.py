@@ -43,6 +43,18 @@ DATASET_FORMAT = "galvae-dataset"
 FORMAT_VERSION = 1
 
 
+def chunk_path(staging, index: int) -> Path:
+    """Pass 1's output for chunk ``index`` in the staging folder."""
+    return Path(staging) / f"chunk-{index:05d}.npz"
+
+
+def _savez_atomic(target: Path, **arrays) -> None:
+    """np.savez to a temporary name, then rename: a reader never sees half a file."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, target)
+
+
 @dataclass
 class PrepareConfig:
     """Every choice `prepare` makes, recorded in the dataset's provenance."""
@@ -127,7 +139,7 @@ def _stack_rest_frame(spectra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) -> dict:
     """Pass 1 for one chunk of files; writes ``chunk-{index:05d}.npz`` and returns its tally."""
-    target = Path(staging) / f"chunk-{index:05d}.npz"
+    target = chunk_path(staging, index)
     if target.exists():
         with np.load(target, allow_pickle=False) as z:
             return {"index": index, "n_kept": int(z["flux"].shape[0]), "skipped": True}
@@ -171,9 +183,7 @@ def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) 
         "sn_median": np.array([s.sn_median for s in kept], dtype=np.float64),
     }
     rej = np.array(rejects, dtype=str).reshape(-1, 3)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, flux=flux, ivar=ivar, norm=norm, rejects=rej, **meta)
-    os.replace(tmp, target)
+    _savez_atomic(target, flux=flux, ivar=ivar, norm=norm, rejects=rej, **meta)
     return {"index": index, "n_kept": len(kept), "skipped": False}
 
 
@@ -191,7 +201,7 @@ def drop_duplicate_ids(staging: Path, chunk_counts: list[int]) -> list[int]:
     for c, n in enumerate(chunk_counts):
         if not n:
             continue
-        with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+        with np.load(chunk_path(staging, c), allow_pickle=False) as z:
             ids, paths = z["id"], z["path"]
         for row, (spectrum_id, path) in enumerate(zip(ids.tolist(), paths.tolist())):
             if spectrum_id in first_path:
@@ -200,7 +210,7 @@ def drop_duplicate_ids(staging: Path, chunk_counts: list[int]) -> list[int]:
                 first_path[spectrum_id] = path
     counts = list(chunk_counts)
     for c, rows in duplicates.items():
-        target = staging / f"chunk-{c:05d}.npz"
+        target = chunk_path(staging, c)
         with np.load(target, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         keep = np.ones(counts[c], dtype=bool)
@@ -209,9 +219,7 @@ def drop_duplicate_ids(staging: Path, chunk_counts: list[int]) -> list[int]:
                        for r in rows]
         arrays = {k: (v if k == "rejects" else v[keep]) for k, v in arrays.items()}
         arrays["rejects"] = np.concatenate([arrays["rejects"], np.array(new_rejects, dtype=str)]).reshape(-1, 3)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
+        _savez_atomic(target, **arrays)
         counts[c] = int(keep.sum())
         log.info("%d duplicate ids rejected in chunk %d", len(rows), c)
     return counts
@@ -230,7 +238,7 @@ def _load_rows(staging: Path, chunk_counts: list[int], start: int, stop: int, ke
             break
         if hi <= start or hi == lo:
             continue
-        with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+        with np.load(chunk_path(staging, c), allow_pickle=False) as z:
             a, b = max(start, lo) - lo, min(stop, hi) - lo
             for k in keys:
                 parts[k].append(z[k][a:b])
@@ -297,15 +305,13 @@ def fit_basis(staging: Path, chunk_counts: list[int], cfg: PrepareConfig) -> Non
     for c in range(len(chunk_counts)):
         sel = rows[(rows >= offsets[c]) & (rows < offsets[c + 1])] - offsets[c]
         if sel.size:
-            with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+            with np.load(chunk_path(staging, c), allow_pickle=False) as z:
                 flux.append(z["flux"][sel])
                 ivar.append(z["ivar"][sel])
     flux, ivar = np.concatenate(flux), np.concatenate(ivar)
     basis, mean = fit_fill_basis(flux, ivar > 0, n_components=min(cfg.n_components, len(flux) - 1),
                                  n_iter=cfg.n_iter, seed=cfg.seed)
-    tmp = staging / f".basis.{os.getpid()}.tmp.npz"
-    np.savez(tmp, basis=basis, mean=mean)
-    os.replace(tmp, target)
+    _savez_atomic(target, basis=basis, mean=mean)
 
 
 # -------------------------------------------------------------------------------------- driver
@@ -479,7 +485,7 @@ def _gather_staged(staging: Path, n_chunks: int) -> tuple[dict, np.ndarray]:
     parts = {k: [] for k in keys}
     rejects = []
     for c in range(n_chunks):
-        with np.load(staging / f"chunk-{c:05d}.npz", allow_pickle=False) as z:
+        with np.load(chunk_path(staging, c), allow_pickle=False) as z:
             for k in keys:
                 parts[k].append(z[k])
             rejects.append(z["rejects"])

@@ -58,9 +58,9 @@ def model_groups(table, column: str, seeds: str = "mean") -> list[dict]:
     out = []
     for (label, d), rows in groups.items():
         values = np.array([float(r[column]) for r in rows])
+        best_val = lowest_val_loss(rows)
         if seeds == "best_val":
-            pick = lowest_val_loss(rows)
-            value, used = float(pick[column]), [int(pick["seed"])]
+            value, used = float(best_val[column]), [int(best_val["seed"])]
         elif seeds == "mean":
             value, used = float(values.mean()), [int(r["seed"]) for r in rows]
         else:
@@ -70,7 +70,7 @@ def model_groups(table, column: str, seeds: str = "mean") -> list[dict]:
                     "seed_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                     "seeds": {int(r["seed"]): float(r[column]) for r in rows},
                     "cells": {int(r["seed"]): str(r["cell"]) for r in rows}, "used_seeds": used,
-                    "best_val_seed": int(lowest_val_loss(rows)["seed"])})
+                    "best_val_seed": int(best_val["seed"])})
     return out
 
 
@@ -116,7 +116,7 @@ def ranked(table, criterion: str) -> list[dict]:
 def describe(group: dict, criterion: str) -> dict:
     """A model's entry in best.json."""
     value_key = criterion.split("_best_restart")[0]
-    seed = group["used_seeds"][0] if len(group["used_seeds"]) == 1 else group["best_val_seed"]
+    seed = group["best_val_seed"]  # the seed explained and pointed to: told apart on val, never on test
     return {"criterion": criterion, "definition": DEFINITIONS[criterion],
             "conditions_label": group["conditions_label"],
             "conditions": [] if group["conditions_label"] == "vae" else group["conditions_label"].split("+"),
