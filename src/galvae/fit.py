@@ -2,8 +2,9 @@
 
 :func:`fit` trains a VAE/CVAE (DESIGN.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
 early stopping on ``val``, the best weights kept, an atomic checkpoint every epoch that ``resume=True``
-continues from exactly, and a NaN guard. The split's spectra sit in memory as one tensor on the device
-and batches are taken by index (no DataLoader); on CUDA the forward pass runs under bf16 autocast.
+continues from exactly, and a NaN guard. Each split is a :class:`galvae.splits.Split`: one tensor on the
+device when it fits (``resident_gb``), else streamed from the Zarr chunks with reads overlapped with
+compute, with the same batches either way; on CUDA the forward pass runs under bf16 autocast.
 
 :func:`fit_pca` writes a PCA baseline to a model directory of the same layout, and
 :func:`encode_dataset` writes a latent catalogue for any model directory.
@@ -25,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,7 +35,9 @@ from . import __version__
 from . import likelihood as lk
 from .models import PCA, load_model, save_weights
 from .models.conditions import ConditionSet, check_condition_names, rows_with_conditions
-from .models.vae import LOSSES, VAE, ModelConfig, count_parameters, score, vae_loss
+from .models.vae import LOSSES, VAE, ModelConfig, count_parameters, score_batches, vae_loss
+from .prepare.dataset import split_rows, take_rows
+from .splits import Split, n_batches as count_batches
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class TrainSettings:
     warmup_fraction: float = 0.05   # of all steps, linear warm-up before the cosine decay
     final_lr_fraction: float = 0.01  # the cosine ends at lr × this
     max_nan_retries: int = 2        # NaN guard: reload best at a 10× lower rate this many times
+    window_blocks: int = 8          # store chunks shuffled together per window (galvae.splits)
 
 
 @dataclass
@@ -103,16 +106,6 @@ class BestWeights:
     def restore(self, model) -> None:
         """Back to the best weights: after a plateau, a non-finite loss, or at the end."""
         model.load_state_dict(self.state)
-
-
-class SplitData(NamedTuple):
-    """One split's spectra on the device, plus what is cached for the loss."""
-
-    rows: np.ndarray                # row indices into the dataset
-    flux: torch.Tensor              # (n, P)
-    ivar: torch.Tensor              # (n, P), 0 at bad pixels
-    ln_norm: torch.Tensor           # (n,) ln L's data-only constant, cached once
-    cond: torch.Tensor | None       # (n, c) transformed conditions
 
 
 def learning_rate(step: int, total_steps: int, s: TrainSettings) -> float:
@@ -146,31 +139,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 # data
 # ---------------------------------------------------------------------------------------------------
 
-def take_rows(array, rows: np.ndarray) -> np.ndarray:
-    """``array[rows]`` as NumPy, for in-memory arrays and lazy Zarr arrays (``open_dataset(load=False)``)."""
-    rows = np.asarray(rows)
-    if hasattr(array, "oindex"):  # zarr: orthogonal selection of whole rows
-        return np.asarray(array.oindex[rows]) if rows.size else np.zeros((0, *array.shape[1:]), array.dtype)
-    return np.asarray(array[rows])
+def split_data(dataset, rows: np.ndarray, cset: ConditionSet, device: torch.device,
+               resident_gb: float | None = None) -> Split:
+    """The rows' spectra with their transformed conditions, resident on the device or streamed."""
+    cond = cset.transform(cset.raw_values(dataset.props, rows)) if len(cset) else None
+    budget = None if resident_gb is None else int(float(resident_gb) * 2**30)
+    return Split(dataset, rows, cond, device, resident_bytes=budget)
 
 
-def split_rows(dataset, name: str, keep: np.ndarray) -> np.ndarray:
-    """Rows of a split that have every needed condition."""
-    rows = dataset.indices(name)
-    return rows[keep[rows]]
-
-
-def split_data(dataset, rows: np.ndarray, cset: ConditionSet, device: torch.device) -> SplitData:
-    """The rows' flux, ivar, cached ln-likelihood constant and transformed conditions, as device tensors."""
-    flux = take_rows(dataset.flux, rows).astype(np.float32, copy=False)
-    ivar = take_rows(dataset.ivar, rows).astype(np.float32, copy=False)
-    ivar = np.where(np.isfinite(ivar) & (ivar > 0) & np.isfinite(flux), ivar, 0).astype(np.float32)
-    flux = np.nan_to_num(flux, nan=0.0, posinf=0.0, neginf=0.0)
-    f, w = torch.from_numpy(flux).to(device), torch.from_numpy(ivar).to(device)
-    cond = None
-    if len(cset):
-        cond = torch.from_numpy(cset.transform(cset.raw_values(dataset.props, rows))).to(device)
-    return SplitData(rows, f, w, lk.ln_likelihood_constant(w), cond)
+def _batches(split: Split, batch_size: int):
+    """A split's scoring batches as (flux, ivar, cond, ln L constant) for :func:`score_batches`."""
+    return ((b.flux, b.ivar, b.cond, b.ln_norm) for b in split.eval_batches(batch_size))
 
 
 BASIS_SAMPLE = 10000   # training spectra used for the compact model's eigenspectra
@@ -205,10 +184,6 @@ def training_basis(dataset, rows: np.ndarray, k: int):
             _basis_cache.pop(next(iter(_basis_cache)))
         _basis_cache[key] = basis
     return _basis_cache[key]
-
-
-def _cond(data: SplitData, idx):
-    return None if data.cond is None else data.cond[idx]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,37 +250,35 @@ def _settings_match(old: dict, new: dict) -> list[str]:
 # training
 # ---------------------------------------------------------------------------------------------------
 
-def _train_one_epoch(model, opt, data: SplitData, s: TrainSettings, state: TrainState, total_steps: int,
+def _train_one_epoch(model, opt, data: Split, s: TrainSettings, state: TrainState, total_steps: int,
                      batch_gen: torch.Generator, autocast_dtype, bar) -> float:
     """One pass over the training split in a seeded random order; returns the mean loss per spectrum."""
     model.train()
-    n = data.flux.shape[0]
-    perm = torch.randperm(n, generator=batch_gen).to(data.flux.device)
-    total = torch.zeros((), device=data.flux.device)
-    n_batches = max(1, math.ceil(n / s.batch_size))
-    for i, idx in enumerate(torch.tensor_split(perm, n_batches)):  # near-equal batches: none of size 1
+    windows = data.epoch_order(batch_gen, s.window_blocks)
+    total = torch.zeros((), device=data.device)
+    for i, batch in enumerate(data.train_batches(windows, count_batches(len(data), s.batch_size))):
         for group in opt.param_groups:
             group["lr"] = learning_rate(state.step, total_steps, s) * state.lr_scale
-        x, w = data.flux[idx], data.ivar[idx]
+        x, w = batch.flux, batch.ivar
         with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            model_flux, mu, logvar = model(x, _cond(data, idx))
+            model_flux, mu, logvar = model(x, batch.cond)
         loss = vae_loss(x, w, model_flux.float(), mu.float(), logvar.float(), s.loss, s.beta,
-                        data.ln_norm[idx]).mean()
+                        batch.ln_norm).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         state.step += 1
-        total += loss.detach() * len(idx)  # stays on the device: no sync per batch
+        total += loss.detach() * len(x)  # stays on the device: no sync per batch
         bar.update(1)
         if i % 25 == 0:
             bar.set_postfix(epoch=state.epoch + 1, loss=f"{loss.item():.4g}", refresh=False)
-    return float(total) / n
+    return float(total) / max(len(data), 1)
 
 
-def _validate(model, data: SplitData, s: TrainSettings, autocast_dtype) -> tuple[float, float]:
+def _validate(model, data: Split, s: TrainSettings, autocast_dtype) -> tuple[float, float]:
     """Mean validation loss (same objective as training, one fixed-seed sample) and mean χ²/pixel."""
-    r = score(model, data.flux, data.ivar, data.cond, data.ln_norm, s.loss, s.beta, n_samples=1,
-              seed=s.seed + 1, batch_size=max(s.batch_size, 1024), autocast_dtype=autocast_dtype)
+    r = score_batches(model, _batches(data, max(s.batch_size, 1024)), s.loss, s.beta, n_samples=1,
+                      seed=s.seed + 1, autocast_dtype=autocast_dtype)
     chi2 = r["chi2_per_pixel"][np.isfinite(r["chi2_per_pixel"])]
     return float(np.mean(r["loss"])), float(chi2.mean()) if chi2.size else math.nan
 
@@ -314,7 +287,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         beta: float = 1.0, epochs: int = 100, batch_size: int | None = None, lr: float = 1e-3,
         weight_decay: float = 1e-4, seed: int = 0, patience: int = 10, device: str = "auto",
         resume: bool = False, progress: bool = True, dropout: float = 0.0, hidden=(512, 128), n_basis: int = 32,
-        overwrite: bool = False, time_limit: float | None = None,
+        overwrite: bool = False, time_limit: float | None = None, resident_gb: float | None = None,
         callback: Callable[[int, dict], None] | None = None) -> Path:
     """Train a VAE (or a CVAE, with ``conditions``) on ``dataset``; returns the model directory.
 
@@ -333,6 +306,9 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     overwrite : allow starting afresh in a directory that already holds a model or checkpoint.
     time_limit : stop after the epoch during which this many seconds of training were reached (status
         'time_limit'); for CPU demos and equal-time comparisons.
+    resident_gb : a split whose flux + ivar take more than this (GiB) is streamed from the store instead
+        of held on the device (None: 1 on CPU, 40 % of a GPU's free memory; 0: always stream). The
+        result does not depend on it (galvae.splits).
     callback : called as ``callback(epoch, history_row)`` after each epoch's checkpoint is written.
     """
     out = Path(out_dir)
@@ -357,14 +333,14 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         raise ValueError(f"too few spectra to train: {len(train_rows)} train, "
                          f"{len(split_rows(dataset, 'val', keep))} val (excluded for missing conditions: {excluded})")
     cset = ConditionSet.fit(dataset.props, conditions, train_rows)
-    train = split_data(dataset, train_rows, cset, dev)
-    val = split_data(dataset, split_rows(dataset, "val", keep), cset, dev)
+    train = split_data(dataset, train_rows, cset, dev, resident_gb)
+    val = split_data(dataset, split_rows(dataset, "val", keep), cset, dev, resident_gb)
 
-    n_basis = min(int(n_basis), len(train_rows) - 1, int(train.flux.shape[1])) if arch == "compact" else 0
-    cfg = ModelConfig(arch=arch, n_pix=int(train.flux.shape[1]), latent_dim=int(latent_dim),
+    n_basis = min(int(n_basis), len(train_rows) - 1, train.n_pix) if arch == "compact" else 0
+    cfg = ModelConfig(arch=arch, n_pix=train.n_pix, latent_dim=int(latent_dim),
                       n_conditions=len(cset), dropout=float(dropout), hidden=tuple(hidden), n_basis=n_basis)
     model = VAE(cfg).to(dev)
-    model.set_data_scaling(train.flux.mean(0), train.flux.std(0))
+    model.set_data_scaling(*train.mean_std())
     if n_basis:
         model.set_basis(*(torch.from_numpy(a).to(dev) for a in training_basis(dataset, train_rows, n_basis)))
     config = _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, count_parameters(model),
@@ -375,11 +351,10 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
 
     best = BestWeights(model)  # the NaN guard's fallback before any epoch ends
     state = _start_or_resume(out, resume, config, model, opt, batch_gen, dev, best)
-    n_batches = max(1, math.ceil(len(train.rows) / s.batch_size))
-    total_steps = s.epochs * n_batches
-    log.info("training %s VAE d=%d conditions=%s on %d spectra (%d val), %d parameters, %s",
+    total_steps = s.epochs * count_batches(len(train), s.batch_size)
+    log.info("training %s VAE d=%d conditions=%s on %d spectra (%d val), %d parameters, %s; train %s, val %s",
              arch, cfg.latent_dim, list(conditions) or "none", len(train.rows), len(val.rows),
-             config["n_parameters"], dev)
+             config["n_parameters"], dev, *("in memory" if d.resident else "streamed" for d in (train, val)))
 
     status = "done"
     from tqdm.auto import tqdm
@@ -413,7 +388,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     if status == "done" and state.bad_epochs >= s.patience and state.plateau_drops >= s.plateau_drops:
         status = "early_stopped"  # the last epoch ended the final plateau: it would have stopped anyway
     best.restore(model)
-    return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype)
+    return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype, resident_gb)
 
 
 def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> bool:
@@ -526,10 +501,11 @@ def _nan_guard(model, opt, s: TrainSettings, state: TrainState, best: BestWeight
     return True
 
 
-def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype) -> Path:
+def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype,
+            resident_gb=None) -> Path:
     """The model (at its best weights) → weights file; test metrics → metrics.json; remove the training files."""
     wpath = save_weights(out, model.state_dict())
-    test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev)
+    test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev, resident_gb)
     k = config["model"]["latent_dim"] + len(cset)
     metrics = _test_metrics(model, test, k, config["training"]["seed"], autocast_dtype)
     metrics.update({"status": status, "best_epoch": state.best_epoch, "best_val_loss": state.best_loss,
@@ -557,13 +533,13 @@ def _summary(per_spectrum: dict, k: int) -> dict:
     return out
 
 
-def _test_metrics(model, test: SplitData, k: int, seed: int, autocast_dtype, n_samples: int = 8) -> dict:
-    if len(test.rows) == 0:
+def _test_metrics(model, test: Split, k: int, seed: int, autocast_dtype, n_samples: int = 8) -> dict:
+    if len(test) == 0:
         log.warning("no test spectra: metrics are empty")
         return _summary({"ln_likelihood": np.array([]), "elbo": np.array([]), "chi2_per_pixel": np.array([]),
                          "n_good": np.array([])}, k)
-    r = score(model, test.flux, test.ivar, test.cond, test.ln_norm, n_samples=n_samples, seed=seed + 2,
-              autocast_dtype=autocast_dtype)
+    r = score_batches(model, _batches(test, 1024), n_samples=n_samples, seed=seed + 2,
+                      autocast_dtype=autocast_dtype)
     return _summary(r, k)
 
 
@@ -611,17 +587,27 @@ def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples:
     names = model.condition_names
     keep = rows_with_conditions(dataset.props, names)
     n, d = len(dataset), model.latent_dim
-    cols = {k: np.full(n, np.nan) for k in ("chi2_per_pixel", "ln_likelihood", "elbo", "n_good")}
-    mu, sigma = np.full((n, d), np.nan), np.full((n, d), np.nan)
     rows = np.flatnonzero(keep)
-    for start in tqdm(range(0, len(rows), batch_size), disable=not progress, desc="encode", unit="batch"):
-        r = rows[start:start + batch_size]
-        cond = model.conditions.raw_values(dataset.props, r) if names else None
-        res = model.score(take_rows(dataset.flux, r), take_rows(dataset.ivar, r), cond, n_samples=n_samples,
-                          seed=start)
-        mu[r], sigma[r] = res["mu"], res["sigma"]
+    cond = model.conditions.transform(model.conditions.raw_values(dataset.props, rows)) if names else None
+    cols = {k: np.full(n, np.nan) for k in ("chi2_per_pixel", "ln_likelihood", "elbo", "n_good")}
+    vae = hasattr(model, "module")
+    stream = Split(dataset, rows, cond, model.device if vae else "cpu", resident_bytes=0)  # one pass, as it goes
+    with tqdm(total=len(rows), disable=not progress, desc="encode", unit="spec") as bar:
+        def batches():
+            for b in stream.eval_batches(batch_size):
+                yield b.flux, b.ivar, b.cond, b.ln_norm
+                bar.update(len(b.flux))
+        if vae:
+            res = score_batches(model.module, batches(), n_samples=n_samples, seed=0)
+        else:  # PCA: NumPy in, per batch
+            parts = [model.score(x.numpy(), w.numpy()) for x, w, _, _ in batches()]
+            res = {k: np.concatenate([np.full(len(p["mu"]), p[k]) if np.ndim(p[k]) == 0 else p[k] for p in parts])
+                   if parts else None for k in ("mu", "sigma", *cols)}
+    mu, sigma = np.full((n, d), np.nan), np.full((n, d), np.nan)
+    if len(rows):
+        mu[rows], sigma[rows] = res["mu"], res["sigma"]
         for k, column in cols.items():
-            column[r] = res[k]
+            column[rows] = res[k]
     table = Table()
     table["id"] = np.asarray(dataset.props["id"])
     table["z"] = np.asarray(dataset.props["z"], dtype=float) if "z" in dataset.props.colnames else np.nan

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .._jsonio import write_json as _write_json
+from ..prepare.dataset import take_rows
 from .rotation import LatentRotation
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _open(dataset):
         return with_plain_ids(dataset)
     from ..prepare import open_dataset
 
-    return with_plain_ids(open_dataset(dataset))
+    return with_plain_ids(open_dataset(dataset, load=False))  # spectra read in blocks where used
 
 
 def load_truth(truth):
@@ -325,7 +326,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     else:
         shap_result = explain_latents(model, rotation, dataset.flux, bg, ex, method=shap_method, dtype=shap_dtype)
         save_shap(shap_result, out / "shap.npz", dataset.wave, np.asarray(dataset.props["id"])[ex],
-                  np.asarray(dataset.flux[ex]))
+                  take_rows(dataset.flux, ex))
         stamps.done("shap", key)
     timings["shap"] = time.perf_counter() - t
 

@@ -167,8 +167,10 @@ def explain_latents(model, rotation, flux, background_rows, explain_rows, method
         method = "integrated_gradients"
     module = rotated_encoder(model.module, rotation, dtype)
     torch = _torch()
-    bg = np.asarray(flux[np.asarray(background_rows)], dtype=np.float64)
-    x = np.asarray(flux[np.asarray(explain_rows)], dtype=np.float64)
+    from ..prepare.dataset import take_rows
+
+    bg = take_rows(flux, background_rows).astype(np.float64)
+    x = take_rows(flux, explain_rows).astype(np.float64)
     dt = getattr(torch, dtype)
     with torch.no_grad():
         bg_out = module(torch.as_tensor(bg, dtype=dt)).double().numpy()

@@ -336,18 +336,29 @@ def score(model: VAE, flux, ivar, cond=None, ln_norm=None, kind: str = "gaussian
     ``mu``, ``sigma``   posterior means and standard deviations (N, d)
 
     Sampling uses its own generator seeded with ``seed``, so scores are reproducible and training's
-    random state is untouched.
+    random state is untouched. :func:`score_batches` does the same over any sequence of batches.
     """
+    def batches():
+        for start in range(0, flux.shape[0], batch_size):
+            sl = slice(start, start + batch_size)
+            yield (flux[sl], ivar[sl], None if cond is None else cond[sl],
+                   lk.ln_likelihood_constant(ivar[sl]) if ln_norm is None else ln_norm[sl])
+
+    return score_batches(model, batches(), kind, beta, n_samples, seed, autocast_dtype)
+
+
+@torch.no_grad()
+def score_batches(model: VAE, batches, kind: str = "gaussian", beta: float = 1.0, n_samples: int = 1,
+                  seed: int = 0, autocast_dtype=None) -> dict:
+    """:func:`score` over batches of (flux, ivar, cond or None, ln L constant), e.g. a streamed split's."""
     was_training = model.training
     model.eval()
-    dev = flux.device
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    gen = None
     out = {k: [] for k in ("loss", "ln_likelihood", "chi2_per_pixel", "kl", "elbo", "n_good", "mu", "sigma")}
-    for start in range(0, flux.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        x, w = flux[sl], ivar[sl]
-        c = None if cond is None else cond[sl]
-        const = lk.ln_likelihood_constant(w) if ln_norm is None else ln_norm[sl]
+    for x, w, c, const in batches:
+        dev = x.device
+        if gen is None:
+            gen = torch.Generator(device=dev).manual_seed(seed)
         with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             mu, logvar = model.encode(x, c)
             mean_model = model.decode(mu, c)

@@ -11,6 +11,11 @@ Layout of the Zarr group::
     props/   one (N,) array per property column (id, z, logmstar, …; NaN where unknown)
     rejects/ path, id, reason: every input left out, and why
     attrs    provenance: config, versions, counts
+
+Reading rows back: :func:`take_rows` reads any rows of an in-memory array, a lazy Zarr array or a
+:class:`RowView`; :func:`row_blocks` groups sorted rows in blocks of BLOCK_ROWS stored rows (one Zarr
+chunk as prepare writes them), so that a reader decodes each chunk once (galvae.splits streams
+training batches that way).
 """
 
 from __future__ import annotations
@@ -38,14 +43,93 @@ def split_of(ids, fractions=(0.8, 0.1, 0.1), salt: str = "galvae-split-v1") -> n
     return np.searchsorted(edges, keys, side="right").astype(np.uint8)
 
 
+BLOCK_ROWS = 1000  # stored rows per reading block: prepare's rows_per_chunk, so a block is one Zarr chunk
+
+
+class RowView:
+    """Some rows of a 2-D array (NumPy, Zarr or another view), read only when asked for.
+
+    What :func:`galvae.select.grid.comparable_view` puts in a restricted dataset, so that leaving out
+    rows never copies the survey into memory."""
+
+    def __init__(self, base, rows):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.rows), *self.base.shape[1:])
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        return take_rows(self.base, self.rows[key])
+
+    def __array__(self, dtype=None, copy=None):
+        a = take_rows(self.base, self.rows)
+        return a if dtype is None else a.astype(dtype)
+
+
+def base_rows(array, rows) -> tuple[object, np.ndarray]:
+    """(the stored array, its row indices) behind ``array[rows]``, looking through RowViews."""
+    rows = np.asarray(rows, dtype=np.int64)
+    while isinstance(array, RowView):
+        array, rows = array.base, array.rows[rows]
+    return array, rows
+
+
+def take_rows(array, rows) -> np.ndarray:
+    """``array[rows]`` as NumPy for in-memory arrays, lazy Zarr arrays and RowViews.
+
+    From Zarr, rows are read in store order, as the slab they span when they fill a quarter of it or
+    more (one decode per chunk, no per-row selection), else by orthogonal selection."""
+    array, rows = base_rows(array, rows)
+    if not hasattr(array, "oindex"):
+        return np.asarray(array[rows])
+    if rows.size == 0:
+        return np.zeros((0, *array.shape[1:]), array.dtype)
+    if np.any(np.diff(rows) <= 0):  # read each stored row once, in store order, then arrange as asked
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return take_rows(array, unique)[inverse]
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if rows.size * 4 >= hi - lo:
+        return np.asarray(array[lo:hi])[rows - lo]
+    return np.asarray(array.oindex[rows])
+
+
+def row_blocks(array, rows) -> list[np.ndarray]:
+    """Positions into increasing ``rows`` grouped by the block of BLOCK_ROWS stored rows each lies in.
+
+    The blocks follow the stored row numbers alone, not the storage (in memory, Zarr of any chunking),
+    so the same data give the same blocks, hence the same training batches, wherever they sit."""
+    _, stored = base_rows(array, rows)
+    if stored.size and np.any(np.diff(stored) <= 0):
+        raise ValueError("row_blocks needs increasing rows")
+    key = stored // BLOCK_ROWS
+    return np.split(np.arange(stored.size), np.flatnonzero(np.diff(key)) + 1) if stored.size else []
+
+
+def split_rows(dataset, name: str, keep: np.ndarray) -> np.ndarray:
+    """Rows of a split that have every needed condition."""
+    rows = dataset.indices(name)
+    return rows[keep[rows]]
+
+
 @dataclass
 class Dataset:
-    """A prepared dataset held in memory (what :func:`open_dataset` returns)."""
+    """A prepared dataset (what :func:`open_dataset` returns).
+
+    ``flux``, ``ivar`` and ``filled`` are NumPy arrays (``load=True``), lazy Zarr arrays
+    (``load=False``), or RowViews of either (a restricted view); read them with :func:`take_rows`."""
 
     wave: np.ndarray
-    flux: np.ndarray
-    ivar: np.ndarray
-    filled: np.ndarray
+    flux: "np.ndarray | zarr.Array | RowView"  # noqa: F821
+    ivar: "np.ndarray | zarr.Array | RowView"  # noqa: F821
+    filled: "np.ndarray | zarr.Array | RowView"  # noqa: F821
     norm: np.ndarray
     split: np.ndarray
     props: "astropy.table.Table"  # noqa: F821

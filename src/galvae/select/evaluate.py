@@ -25,17 +25,18 @@ import numpy as np
 import torch
 
 from .. import likelihood as lk
-from ..fit import take_rows
 
 ACTIVITY_THRESHOLD = 0.01  # Var_x(E_q[z_j]) above which dimension j counts as used (Burda et al. 2016)
 
 
 @torch.no_grad()
 def importance_weighted_bound(module, flux, ivar, cond=None, n_samples: int = 64, seed: int = 0,
-                              batch_size: int = 256) -> np.ndarray:
-    """Per-spectrum importance-weighted lower bound on ln p(x) with ``n_samples`` samples (nats)."""
+                              batch_size: int = 256, gen: torch.Generator | None = None) -> np.ndarray:
+    """Per-spectrum importance-weighted lower bound on ln p(x) with ``n_samples`` samples (nats).
+
+    ``gen``: a generator to draw from (and advance), so that a stream of batches continues one sequence."""
     module.eval()
-    gen = torch.Generator(device=flux.device).manual_seed(seed)
+    gen = gen if gen is not None else torch.Generator(device=flux.device).manual_seed(seed)
     out = []
     for start in range(0, flux.shape[0], batch_size):
         sl = slice(start, start + batch_size)
@@ -56,34 +57,51 @@ def importance_weighted_bound(module, flux, ivar, cond=None, n_samples: int = 64
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
-def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed: int = 0) -> dict:
+def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed: int = 0,
+                     batch_size: int = 1024) -> dict:
     """Per-spectrum scores of the model in ``model_dir`` on ``dataset``'s test rows (module docstring).
 
-    Rows lacking a condition the model needs are left out, as fit leaves them out.
+    Rows lacking a condition the model needs are left out, as fit leaves them out. The rows are read
+    from the store a block at a time (galvae.splits), so memory does not grow with the test split.
     """
     from ..models import load_model
     from ..models.conditions import rows_with_conditions
+    from ..models.vae import score_batches
+    from ..splits import Split
 
     model = load_model(model_dir)
     names = model.condition_names
     test = dataset.indices("test")
     rows = test[rows_with_conditions(dataset.props, names)[test]]
-    flux = take_rows(dataset.flux, rows)
-    ivar = take_rows(dataset.ivar, rows)
-    cond_raw = model.conditions.raw_values(dataset.props, rows) if names else None
-    r = model.score(flux, ivar, cond_raw, n_samples=n_elbo, seed=seed + 2)
-    x, w = model._flux_ivar(flux, ivar)
-    c = model.condition_tensor(cond_raw, x.shape[0])
-    iwae = importance_weighted_bound(model.module, x, w, c, n_samples=n_iwae, seed=seed + 3)
-    mu, sigma = r["mu"], r["sigma"]
+    cond = model.conditions.transform(model.conditions.raw_values(dataset.props, rows)) if names else None
+    split = Split(dataset, rows, cond, model.device, resident_bytes=0)
+    iwae_gen = torch.Generator(device=split.device).manual_seed(seed + 3)
+    iwae = []
+
+    def batches():  # one read of the test rows feeds both the scores and the IWAE bound
+        for b in split.eval_batches(batch_size):
+            iwae.append(importance_weighted_bound(model.module, b.flux, b.ivar, b.cond, n_samples=n_iwae,
+                                                  gen=iwae_gen))
+            yield b.flux, b.ivar, b.cond, b.ln_norm
+
+    r = score_batches(model.module, batches(), n_samples=n_elbo, seed=seed + 2)
+    empty = np.zeros((0, model.latent_dim))
+    mu, sigma = (r["mu"], r["sigma"]) if r["mu"] is not None else (empty, empty)
     kl_per_dim = 0.5 * (mu**2 + sigma**2 - 2 * np.log(np.maximum(sigma, 1e-30)) - 1.0)
     k = model.latent_dim + len(names)
+    ln_l = r["ln_likelihood"] if r["ln_likelihood"] is not None else np.zeros(0)
+    n_good = r["n_good"] if r["n_good"] is not None else np.zeros(0)
     return {
         "ids": np.array([str(i) for i in np.asarray(dataset.props["id"])[rows]]),
-        "n_good": r["n_good"], "ln_likelihood": r["ln_likelihood"], "chi2_per_pixel": r["chi2_per_pixel"],
-        "bic": lk.bic(r["ln_likelihood"], k, r["n_good"]), "elbo": r["elbo"], "iwae": iwae,
-        "kl": r["kl"], "kl_per_dim": kl_per_dim, "mu": mu,
+        "n_good": n_good, "ln_likelihood": ln_l, "chi2_per_pixel": _or_empty(r["chi2_per_pixel"]),
+        "bic": lk.bic(ln_l, k, n_good), "elbo": _or_empty(r["elbo"]),
+        "iwae": np.concatenate(iwae) if iwae else np.zeros(0),
+        "kl": _or_empty(r["kl"]), "kl_per_dim": kl_per_dim, "mu": mu,
     }
+
+
+def _or_empty(values) -> np.ndarray:
+    return np.zeros(0) if values is None else values
 
 
 def active_dimensions(mu: np.ndarray, threshold: float = ACTIVITY_THRESHOLD) -> int:
