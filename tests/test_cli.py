@@ -122,6 +122,13 @@ def test_select_explain_report_chain(small_mock, tmp_path, capsys):
     data = tmp_path / "mock.zarr"
     assert main(["prepare", "--spectra", str(small_mock.out_dir / "spectra"), "--catalog", str(small_mock.catalog_path),
                  "--out", str(data), "--scheduler", "sync", "--quiet"]) == 0
+    # the GSWLC-2 catalogue alone has no metallicity: a grid using it stops before its first cell, saying why
+    capsys.readouterr()
+    assert main(["select", "--data", str(data), "--out", str(tmp_path / "oh"), "--latent", "1", "--conditions",
+                 "none,metallicity", "--seeds", "1", "--epochs", "1", "--scheduler", "sync", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the selection grid cannot run") and "metallicity is known for 0 of" in err
+    assert "MPA-JHU" in err and not (tmp_path / "oh").exists()
     assert main(["select", "--data", str(data), "--out", str(tmp_path / "sel"), "--latent", "1-2", "--conditions",
                  "none,logmstar", "--seeds", "1", "--epochs", "2", "--scheduler", "sync", "--quiet"]) == 0
     out = capsys.readouterr().out

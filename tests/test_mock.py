@@ -185,6 +185,39 @@ def test_gswlc_catalogue_joins_every_spectrum(survey):
     assert np.all(np.abs(residual) < 0.5)
 
 
+def test_mpajhu_files_give_star_forming_galaxies_a_metallicity(survey, survey_one_worker):
+    from astropy.io import fits
+
+    from galvae.sources.catalogs import catalog_properties, read_gswlc, read_mpajhu
+
+    assert [p.name for p in survey.mpajhu_paths] == ["gal_info-mock.fits", "gal_fiboh-mock.fits"]
+    for a, b in zip(survey.mpajhu_paths, survey_one_worker.mpajhu_paths):
+        assert a.read_bytes() == b.read_bytes(), a.name  # seeded per galaxy: the same whatever the workers
+    with fits.open(survey.mpajhu_paths[0]) as info, fits.open(survey.mpajhu_paths[1]) as fiboh:
+        info.verify("exception")
+        fiboh.verify("exception")
+        assert {"PLATEID", "MJD", "FIBERID", "Z", "V_DISP", "V_DISP_ERR"} <= set(info[1].columns.names)
+        assert {"MEDIAN", "P16", "P84", "P2P5", "P97P5", "AVG", "MODE"} <= set(fiboh[1].columns.names)
+        median = np.asarray(fiboh[1].data["MEDIAN"], dtype=float)
+    truth = survey.truth
+    star_forming = np.array([write.has_metallicity(r) for r in truth])
+    assert star_forming.any() and not star_forming.all()  # the 12 galaxies of seed 5 hold both kinds
+    assert np.allclose(median[~star_forming], write.MPAJHU_MISSING)  # the real catalogue's missing value
+
+    t = read_mpajhu(*survey.mpajhu_paths)
+    assert list(t["id"]) == list(truth["id"]) and t.meta["n_rejected"] == 0
+    oh = np.asarray(t["metallicity"])
+    assert np.array_equal(np.isfinite(oh), star_forming)  # -99.9 read as NaN
+    residual = oh[star_forming] - np.asarray(truth["metallicity"])[star_forming]
+    assert np.all(np.abs(residual) < 0.5) and np.all((t["e_metallicity"][star_forming] >= 0.03 - 1e-6)
+                                                     & (t["e_metallicity"][star_forming] <= 0.1 + 1e-6))
+    assert np.all(np.abs(t["z"] - truth["z"]) < 5e-3)
+    assert np.isfinite(t["vdisp"]).sum() >= N // 2  # a dispersion measured at or below 0 is written 0: NaN
+    props, stats = catalog_properties(gswlc=read_gswlc(survey.catalog_path), mpajhu=t)  # galvae catalog's join
+    assert stats.keys == N and stats.overlap["gswlc&mpajhu"] == N
+    assert np.array_equal(np.isfinite(props["metallicity"]), star_forming)
+
+
 def test_truth_is_consistent(survey):
     t = survey.truth
     assert np.allclose(t["logssfr"], t["logsfr"] - t["logmstar"])
@@ -219,6 +252,11 @@ def test_rerun_is_a_cache_hit_and_a_new_config_replaces_the_files(tmp_path):
     assert again.from_cache
     assert again.config_hash == first.config_hash and again.paths[0].stat().st_mtime_ns == stamp
     assert list(again.truth["id"]) == list(first.truth["id"])
+    assert again.mpajhu_paths == first.mpajhu_paths and all(p.exists() for p in again.mpajhu_paths)
+    fiboh = first.mpajhu_paths[1].read_bytes()
+    first.mpajhu_paths[1].unlink()  # a cache missing one of its files is made again
+    remade = make_mock_survey(tmp_path, n=6, seed=1, workers=1, progress=False)
+    assert not remade.from_cache and remade.mpajhu_paths[1].read_bytes() == fiboh
 
     other = make_mock_survey(tmp_path, n=4, seed=2, workers=1, progress=False)
     assert not other.from_cache and other.config_hash != first.config_hash

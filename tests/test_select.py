@@ -64,6 +64,42 @@ def test_comparable_view_keeps_rows_with_every_condition(data):
     assert comparable_view(view) is view  # nothing to drop: the dataset itself
 
 
+def test_missing_conditions_are_counted_per_split_and_condition(data):
+    from galvae.select import missing_conditions
+
+    c = missing_conditions(data, ("logmstar", "metallicity"))
+    view = comparable_view(data, ("logmstar", "metallicity"))
+    for split in ("train", "val", "test"):
+        rows = data.indices(split)
+        assert c["split_rows"][split] == len(rows)
+        assert c["split_kept"][split] == len(view.indices(split))
+        assert c["split_dropped"][split] == len(rows) - len(view.indices(split))
+        for name in ("logmstar", "metallicity"):
+            assert c["dropped_by_condition"][name][split] == int(np.isnan(np.asarray(data.props[name])[rows]).sum())
+    assert c["split_dropped"]["total"] == len(data) - len(view) > 0
+    assert c["dropped_by_condition"]["metallicity"]["total"] == int(np.isnan(np.asarray(data.props["metallicity"])).sum())
+
+
+def test_a_grid_whose_condition_no_spectrum_has_stops_before_its_first_cell(data, tmp_path):
+    from dataclasses import replace
+
+    from galvae.select import MissingConditionsError
+
+    props = data.props.copy()
+    props["metallicity"] = np.nan  # as a dataset prepared from GSWLC-2 alone
+    no_oh = replace(data, props=props)
+    with pytest.raises(MissingConditionsError) as err:  # a ValueError: the CLI prints it, exit status 2
+        select_grid(no_oh, tmp_path / "g", **dict(GRID, conditions="none,metallicity"), needed=("metallicity",))
+    text = str(err.value)
+    assert isinstance(err.value, ValueError)
+    assert "metallicity is known for 0 of" in text and "MPA-JHU" in text and "--mpajhu" in text
+    assert "logmstar is known" not in text and "missing_conditions.md" in text
+    assert not (tmp_path / "g").exists()  # stopped before any cell or grid.json
+    # without metallicity the grid uses every galaxy with the other conditions
+    r = select_grid(no_oh, tmp_path / "g2", **dict(GRID, latent=1, conditions="none"), needed=("logmstar",))
+    assert r.n_done == 1 and r.table.meta["dropped_by_condition"]["logmstar"]["total"] > 0
+
+
 def test_active_dimensions_counts_varying_latents():
     rng = np.random.default_rng(0)
     mu = np.column_stack([rng.normal(0, 1, 500), rng.normal(0, 0.01, 500), rng.normal(0, 0.5, 500)])
@@ -83,6 +119,7 @@ def test_grid_table_best_model_and_figures(data, tmp_path):
     view = comparable_view(data)
     assert t["n_test"][0] == len(view.indices("test"))
     assert t.meta["n_spectra"] == len(view) and t.meta["n_dropped_missing_conditions"] == len(data) - len(view)
+    assert t.meta["split_dropped"]["total"] == len(data) - len(view) and t.meta["split_kept"]["test"] == t["n_test"][0]
     for row in t:
         metrics = json.loads((tmp_path / "g" / "cells" / row["cell"] / "metrics.json").read_text())
         assert row["bic_mean"] == pytest.approx(metrics["bic"]["mean"])
@@ -100,6 +137,8 @@ def test_grid_table_best_model_and_figures(data, tmp_path):
     (label, d), values = min(means.items(), key=lambda kv: np.mean(kv[1]))
     best = json.loads((tmp_path / "g" / "best.json").read_text())
     assert (best["conditions_label"], best["d"]) == (label, d)
+    assert best["split_dropped"] == t.meta["split_dropped"] and set(best["dropped_by_condition"]) == {
+        "logmstar", "logsfr", "logssfr", "metallicity"}
     assert best["bic_mean"] == pytest.approx(np.mean(values))
     assert best["bic_seed_std"] == pytest.approx(np.std(values, ddof=1))
     # of its seeds, the one explained is told apart on val, not on the test BIC being reported

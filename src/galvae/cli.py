@@ -55,15 +55,10 @@ def _cmd_catalog(args) -> int:
     if not (args.gswlc or args.mpajhu or args.specobj):
         print("give at least one of --gswlc, --mpajhu, --specobj", file=sys.stderr)
         return 2
-    gswlc = [catalogs.read_gswlc(p) for p in args.gswlc or []]
-    mpajhu = catalogs.read_mpajhu(*args.mpajhu) if args.mpajhu else None
-    specobj = catalogs.read_specobj(args.specobj) if args.specobj else None
-    for table in gswlc:
-        for line, reason in table.meta.get("rejects", []):
-            print(f"skipped {table.meta.get('source', 'gswlc')} line {line}: {reason}")
-    props, stats = catalogs.catalog_properties(gswlc=gswlc or None, mpajhu=mpajhu, specobj=specobj)
-    props.meta.pop("catalog_stats", None)
-    props.write(args.out, overwrite=True)
+    props, stats, skipped = catalogs.join_catalog_files(args.out, gswlc=args.gswlc, mpajhu=args.mpajhu,
+                                                        specobj=args.specobj)
+    for source, line, reason in skipped:
+        print(f"skipped {source} line {line}: {reason}")
     print(stats.summary())
     print(f"wrote {len(props)} rows to {args.out}")
     return 0 if len(props) else 1
@@ -95,6 +90,8 @@ def _cmd_mock(args) -> int:
     state = "found (cached)" if survey.from_cache else "made"
     print(f"{state} {len(survey.paths)} mock spectra in {Path(args.out) / 'spectra'}")
     print(f"catalogue (GSWLC-2 format): {survey.catalog_path}\ntruth table: {survey.truth_path}")
+    print(f"MPA-JHU DR7 format (metallicity; join with galvae catalog --mpajhu): "
+          f"{' '.join(str(p) for p in survey.mpajhu_paths)}")
     return 0
 
 
@@ -311,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser("mock", help="make a bagpipes mock survey: SDSS spec-lite files, a GSWLC-2 catalogue, truth")
+    p = sub.add_parser("mock", help="make a bagpipes mock survey: SDSS spec-lite files, GSWLC-2 and MPA-JHU catalogues, truth")
     p.add_argument("--n", type=int, default=1000, help="number of galaxies (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output folder")

@@ -7,7 +7,8 @@ Two presets:
   CVAE(SFR)} × 2 seeds with 15 epochs of training per cell (an epoch budget, not a time limit, so
   that the same command gives the same models and the same choice on any machine, at any load).
 - ``paper``: the paper's set-up for GPUs: the ``paper`` architecture, d = 1–8 × all 16 condition
-  subsets × 3 seeds, full-length training.
+  subsets × 3 seeds, full-length training (``examples/paper-tiny.yaml``: the same grid of conditions
+  at CPU size).
 
 A YAML file given with ``--config`` overrides any field of a preset, section by section
 (``mock:``, ``prepare:``, ``select:``, ``explain:``).

@@ -4,7 +4,8 @@ Every stage writes its artifact under the run folder and resumes on its own, so 
 command skips what is finished::
 
     RUN/config.json         the configuration used (preset + overrides)
-    RUN/mock/               the mock survey (source 'mock')
+    RUN/mock/               the mock survey (source 'mock'); mock/props.fits its GSWLC-2 and MPA-JHU
+                            catalogues joined as `galvae catalog` joins them: prepare's --catalog
     RUN/dataset.zarr        prepare
     RUN/select/             the BIC grid, best.json, figures
     RUN/analysis/           rotation, mutual information, maps, traversals, SHAP, latents.fits
@@ -25,6 +26,8 @@ from .select.report import lowest_val_loss
 
 log = logging.getLogger(__name__)
 
+MOCK_PROPERTIES = "props.fits"  # RUN/mock/props.fits: the mock's catalogues joined as `galvae catalog` joins them
+
 
 def _stage(name: str, timings: dict):
     """Context manager logging a stage's wall time into ``timings``."""
@@ -42,13 +45,23 @@ def _stage(name: str, timings: dict):
 
 
 def source_inputs(cfg: RunConfig, out: Path, progress: bool):
-    """(spectrum paths or folder, catalogue, truth table or None) for the configured source."""
+    """(spectrum paths or folder, catalogue, truth table or None) for the configured source.
+
+    A mock's catalogue is what a real user gives prepare: its GSWLC-2 table joined with its MPA-JHU
+    gal_info + gal_fiboh files (metallicity) by the code of ``galvae catalog``, written to
+    RUN/mock/props.fits (the same bytes on a rerun, so prepare's resume still finds its dataset).
+    """
     if cfg.source == "mock":
+        from .sources.catalogs import join_catalog_files
         from .sources.mock import make_mock_survey
 
         survey = make_mock_survey(out / "mock", n=cfg.mock.n, seed=cfg.mock.seed, vary=cfg.mock.vary,
                                   workers=cfg.workers, progress=progress)
-        return survey.paths, survey.catalog_path, survey.truth
+        props_path = out / "mock" / MOCK_PROPERTIES
+        _, stats, _ = join_catalog_files(props_path, gswlc=[survey.catalog_path], mpajhu=survey.mpajhu_paths)
+        log.info("mock catalogue (galvae catalog --gswlc %s --mpajhu %s --out %s):\n%s", survey.catalog_path.name,
+                 " ".join(p.name for p in survey.mpajhu_paths), props_path, stats.summary())
+        return survey.paths, props_path, survey.truth
     if cfg.source == "sdss":
         if not cfg.spectra:
             raise ValueError("--source sdss needs --spectra DIR (and usually --catalog FILE)")

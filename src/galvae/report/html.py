@@ -281,6 +281,34 @@ def _bic_table(grid, best: dict) -> str:
     return table_html(cols, rows, num_cols=num, best=hl)
 
 
+def _splits_text(counts: dict) -> str:
+    return ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "val", "test"))
+
+
+def missing_conditions_sentence(counts: dict) -> str:
+    """The grid's rule for spectra lacking a condition, with its numbers (select's counts: grid.ecsv meta,
+    best.json); '' when the counts are not there (a grid from an older galvae)."""
+    needed, kept = counts.get("needed_conditions"), counts.get("split_kept")
+    dropped, by_condition = counts.get("split_dropped"), counts.get("dropped_by_condition")
+    if needed is None or kept is None or dropped is None or by_condition is None:
+        return ""
+    n_kept = sum(int(kept.get(split, 0)) for split in ("train", "val", "test"))
+    if not needed:
+        return f"<p>The grid uses no condition: every cell was fitted and scored on all {n_kept} spectra.</p>"
+    names = ", ".join(needed)
+    if not dropped.get("total"):
+        return (f"<p>Every spectrum has the conditions the grid uses ({esc(names)}): every cell was fitted and "
+                f"scored on all {n_kept} spectra ({_splits_text(kept)}).</p>")
+    by = "; ".join(f"{esc(name)} missing for {c.get('total', 0)} ({_splits_text(c)})"
+                   for name, c in by_condition.items() if c.get("total"))
+    return (f"<p><b>Spectra left out for missing conditions.</b> Every cell of the grid is fitted and scored on the "
+            f"same spectra, those having every condition the grid uses ({esc(names)}), so that their BIC values "
+            f"compare. {dropped['total']} of {n_kept + int(dropped['total'])} spectra lack at least one and were left "
+            f"out ({_splits_text(dropped)}); {n_kept} remain ({_splits_text(kept)}). By condition (a spectrum may "
+            f"lack several): {by}. A grid without those conditions uses every galaxy "
+            f"(<code>docs/missing_conditions.md</code>).</p>")
+
+
 def selection_section(select_dir) -> str:
     if select_dir is None:
         return ""
@@ -293,6 +321,8 @@ def selection_section(select_dir) -> str:
             ("<p>Each model's BIC is the mean of BIC_i over the test spectra, with its standard error; "
              "the spread over seeds shows in the grid.</p>")]
     best = _read_json(s / "best.json")
+    counts = best or (dict(Table.read(s / "grid.ecsv").meta) if (s / "grid.ecsv").exists() else {})
+    body.append(missing_conditions_sentence(counts))
     for name, number in (("bic_grid", "Figure 2"), ("bic_vs_d", "Figure 2b")):
         p = s / "figures" / f"{name}.png"
         if p.exists():

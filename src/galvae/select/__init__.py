@@ -7,7 +7,7 @@ the paper's Figure 2.
 """
 
 from .cells import Cell, all_condition_sets, conditions_needed, parse_conditions, parse_latent
-from .grid import GridResult, comparable_view, select_grid
+from .grid import GridResult, MissingConditionsError, comparable_view, missing_conditions, select_grid
 
-__all__ = ["Cell", "GridResult", "all_condition_sets", "conditions_needed", "comparable_view", "parse_conditions", "parse_latent",
-           "select_grid"]
+__all__ = ["Cell", "GridResult", "MissingConditionsError", "all_condition_sets", "conditions_needed", "comparable_view",
+           "missing_conditions", "parse_conditions", "parse_latent", "select_grid"]

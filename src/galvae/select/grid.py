@@ -313,12 +313,90 @@ def check_grid_settings(out: Path, settings: dict) -> None:
     _write_json(path, settings)
 
 
+SPLITS = ("train", "val", "test")
+#: The fewest spectra with every condition that let a model train (galvae.fit's own minimum).
+MIN_ROWS = {"train": 2, "val": 1}
+#: Where each condition comes from, for the message of a grid that cannot run.
+CONDITION_SOURCES = {
+    "logmstar": "GSWLC-2, read by galvae catalog --gswlc X2 M2 A2",
+    "logsfr": "GSWLC-2, read by galvae catalog --gswlc X2 M2 A2",
+    "logssfr": "GSWLC-2 (logsfr - logmstar), read by galvae catalog --gswlc X2 M2 A2",
+    "metallicity": "MPA-JHU DR7 gal_fiboh with its gal_info, read by galvae catalog --mpajhu INFO FIBOH",
+}
+MISSING_CONDITIONS_DOC = "docs/missing_conditions.md"
+
+
+class MissingConditionsError(ValueError):
+    """The grid's conditions leave too few spectra to train on: raised before its first cell."""
+
+
+def missing_conditions(dataset, needed) -> dict:
+    """Which spectra lack a condition the grid uses, per split and per condition (properties and splits
+    only, no spectra read). A condition the dataset has no column for is missing for every spectrum.
+
+    Returns ``{"needed_conditions": [...], "split_rows": {split: n}, "split_kept": {split: n},
+    "split_dropped": {split: n, "total": n}, "dropped_by_condition": {name: {split: n, "total": n}}}``;
+    a spectrum lacking several conditions counts once in ``split_dropped`` and under each of them.
+    """
+    props = dataset.props
+    names = props.colnames if hasattr(props, "colnames") else list(props.keys())
+    n = len(props)
+    rows = {split: np.asarray(dataset.indices(split)) for split in SPLITS}
+    keep = np.ones(n, dtype=bool)
+    by_condition = {}
+    for name in needed:
+        has = np.isfinite(np.asarray(props[name], dtype=np.float64)) if name in names else np.zeros(n, bool)
+        keep &= has
+        by_condition[name] = {split: int((~has[r]).sum()) for split, r in rows.items()}
+        by_condition[name]["total"] = int((~has).sum())
+    dropped = {split: int((~keep[r]).sum()) for split, r in rows.items()}
+    dropped["total"] = int((~keep).sum())
+    return {"needed_conditions": list(needed), "split_rows": {split: len(r) for split, r in rows.items()},
+            "split_kept": {split: int(keep[r].sum()) for split, r in rows.items()},
+            "split_dropped": dropped, "dropped_by_condition": by_condition}
+
+
+def check_enough_rows(summary: dict) -> None:
+    """Raise :class:`MissingConditionsError` when the spectra having every condition of the grid (from
+    :func:`missing_conditions`) are too few to train a model, naming the conditions to blame and where
+    they come from."""
+    kept, total = summary["split_kept"], summary["split_rows"]
+    if all(kept[split] >= least for split, least in MIN_ROWS.items()):
+        return
+    needed = summary["needed_conditions"]
+    if any(total[split] < least for split, least in MIN_ROWS.items()):
+        raise MissingConditionsError(
+            f"the dataset has {total['train']} train and {total['val']} val spectra: too few to train a model "
+            f"(at least {MIN_ROWS['train']} train and {MIN_ROWS['val']} val)")
+    have = {name: {split: total[split] - summary["dropped_by_condition"][name][split] for split in SPLITS}
+            for name in needed}
+    rare = [name for name in needed if any(have[name][s] < least for s, least in MIN_ROWS.items())]
+    blamed = rare or list(needed)  # none too rare alone: it is their combination
+    details = "; ".join(
+        f"{name} is known for {have[name]['train']} of {total['train']} train and {have[name]['val']} of "
+        f"{total['val']} val spectra; it comes from {CONDITION_SOURCES.get(name, 'the catalogue given to prepare')}"
+        for name in blamed)
+    raise MissingConditionsError(
+        f"the selection grid cannot run: every cell is fitted and scored on the same spectra, those having "
+        f"every condition the grid uses ({', '.join(needed)}), so that their BIC values compare; only "
+        f"{kept['train']} train and {kept['val']} val spectra have them all (training needs at least "
+        f"{MIN_ROWS['train']} and {MIN_ROWS['val']}). {details}. Prepare the dataset with a catalogue that has "
+        f"{' and '.join(blamed)} (e.g. galvae catalog --gswlc X2 M2 A2 --mpajhu gal_info_dr7_v5_2.fits "
+        f"gal_fiboh_dr7_v5_2.fits --out props.fits, then --catalog props.fits), or leave "
+        f"{' and '.join(blamed)} out of the grid's conditions (--conditions of galvae select, select: "
+        f"conditions: of a galvae run config) to use every galaxy; see {MISSING_CONDITIONS_DOC}")
+
+
 def _dataset_summary(source, needed) -> tuple[str, dict]:
-    """The restricted dataset's digest and counts, from its properties and splits alone (no spectra read)."""
+    """The restricted dataset's digest and counts, from its properties and splits alone (no spectra read):
+    how many spectra lack a condition of the grid, per split and per condition (:func:`missing_conditions`).
+    Raises :class:`MissingConditionsError` when too few remain to train (:func:`check_enough_rows`)."""
     data = _open(source)
+    summary = missing_conditions(data, needed)
+    check_enough_rows(summary)
     keep, digest = restriction(data, needed)
     counts = {"n_spectra": int(keep.sum()), "n_test": int(keep[data.indices("test")].sum()),
-              "n_dropped_missing_conditions": int((~keep).sum()), "needed_conditions": list(needed)}
+              "n_dropped_missing_conditions": int((~keep).sum()), **summary}
     return digest, counts
 
 
@@ -345,7 +423,10 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
         an address: join that scheduler.
     cluster : 'slurm' starts workers with dask-jobqueue.
     needed : every cell uses only spectra with all these properties (default: the four conditions), so
-        VAE and CVAEs are compared on the same spectra.
+        VAE and CVAEs are compared on the same spectra. The spectra dropped for lacking one are counted
+        per split and per condition in grid.ecsv's meta and best.json; when too few remain to train, a
+        :class:`MissingConditionsError` (a ValueError) is raised before the first cell
+        (docs/missing_conditions.md).
     n_iwae : importance samples of the IWAE bound reported beside BIC.
 
     Returns a :class:`GridResult`; writes grid.ecsv, best.json and the figures.
@@ -366,8 +447,9 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     cells = grid_cells(latent, condition_sets, seeds)
     todo = [c for c in cells if not (cells_dir / c.name / CELL_SUMMARY).exists()]
     log.info("grid: %d cells (%d d × %d condition sets × seeds), %d to train, on %d spectra (%d test; %d dropped "
-             "for missing conditions)", len(cells), len(latent), len(condition_sets), len(todo),
-             counts["n_spectra"], counts["n_test"], counts["n_dropped_missing_conditions"])
+             "for missing conditions: %s, by condition %s)", len(cells), len(latent), len(condition_sets), len(todo),
+             counts["n_spectra"], counts["n_test"], counts["n_dropped_missing_conditions"], counts["split_dropped"],
+             {name: c["total"] for name, c in counts["dropped_by_condition"].items()})
 
     def rewrite_table(*_):
         write_table(grid_table([stored_row(cells_dir, c) for c in cells]), out / "grid.ecsv")

@@ -47,6 +47,7 @@ __all__ = [
     "MatchStats",
     "catalog_properties",
     "format_ids",
+    "join_catalog_files",
     "match_properties",
     "parse_ids",
     "read_catalog",
@@ -944,3 +945,24 @@ def load_properties(*paths) -> Table:
             raise ValueError(f"{path}: only one specObj table can be joined at a time")
     props, _ = catalog_properties(gswlc=gswlc or None, specobj=specobj)
     return props
+
+
+def join_catalog_files(out, gswlc=(), mpajhu=None, specobj=None) -> tuple[Table, JoinStats, list]:
+    """Read catalogue files, join them (:func:`catalog_properties`) and write the properties table to ``out``
+    (CLI ``galvae catalog --gswlc X2 M2 A2 --mpajhu INFO FIBOH --specobj F --out props.fits``).
+
+    ``gswlc``: GSWLC-2 text tables in priority order; ``mpajhu``: the pair (gal_info, gal_fiboh) or None;
+    ``specobj``: a specObj / spAll file or None. The table is written in the format of ``out``'s
+    extension (FITS for ``.fits``), replacing a previous one; the same inputs give the same bytes.
+    Returns ``(props, stats, skipped)``: ``skipped`` lists the unusable GSWLC lines as
+    ``(source, line_number, reason)``.
+    """
+    gswlc_tables = [read_gswlc(p) for p in gswlc or ()]
+    mpajhu_table = read_mpajhu(*mpajhu) if mpajhu else None
+    specobj_table = read_specobj(specobj) if specobj else None
+    skipped = [(t.meta.get("source", "gswlc"), line, reason) for t in gswlc_tables
+               for line, reason in t.meta.get("rejects", [])]
+    props, stats = catalog_properties(gswlc=gswlc_tables or None, mpajhu=mpajhu_table, specobj=specobj_table)
+    props.meta.pop("catalog_stats", None)  # nested: not a FITS header card; the counts are returned
+    props.write(out, overwrite=True)
+    return props, stats, skipped

@@ -4,6 +4,9 @@ Output folder::
 
     DIR/spectra/spec-PPPPP-MMMMM-FFFF.fits   one SDSS spec-lite file per galaxy
     DIR/GSWLC-mock.dat                        GSWLC-2-format catalogue (noisy properties)
+    DIR/gal_info-mock.fits                    MPA-JHU DR7-format gal_info (redshift, velocity dispersion)
+    DIR/gal_fiboh-mock.fits                   MPA-JHU DR7-format gal_fiboh, row-aligned: gas-phase metallicity
+                                              (star-forming galaxies; −99.9 for the others)
     DIR/truth.fits                            true properties (see write.TRUTH_COLUMNS)
     DIR/mock.json                             configuration, its hash, counts, timings
 
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 SPECTRA_DIR = "spectra"
 CATALOG_NAME = "GSWLC-mock.dat"
+MPAJHU_NAMES = ("gal_info-mock.fits", "gal_fiboh-mock.fits")  # read together: read_mpajhu(*survey.mpajhu_paths)
 TRUTH_NAME = "truth.fits"
 MANIFEST_NAME = "mock.json"
 JOURNAL_NAME = ".mock-journal.jsonl"
@@ -82,7 +86,8 @@ class MockConfig:
 
 @dataclass
 class MockSurvey:
-    """A mock survey on disk: its spectrum files (in galaxy order), truth table and catalogue."""
+    """A mock survey on disk: its spectrum files (in galaxy order), truth table and catalogues
+    (``catalog_path`` GSWLC-2; ``mpajhu_paths`` the MPA-JHU gal_info and gal_fiboh files)."""
 
     out_dir: Path
     paths: list
@@ -92,6 +97,7 @@ class MockSurvey:
     config: MockConfig
     config_hash: str
     from_cache: bool = False
+    mpajhu_paths: tuple = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -128,8 +134,8 @@ def _subclass(ew_halpha: float, logssfr: float) -> str:
 def _measurements(rng, z: float, vdisp: float, sn: float) -> dict:
     """What the SDSS pipeline would report: redshift and dispersion with errors, reduced χ²."""
     sn = max(sn, 1.0)
-    z_err = 8e-6 + 1.5e-4 / sn
-    vdisp_err = 5.0 + 0.04 * vdisp + 300.0 / sn
+    z_err = wr.redshift_error(sn)
+    vdisp_err = wr.vdisp_error(vdisp, sn)
     return {
         "z_obs": z + rng.normal(0.0, z_err), "z_err": z_err,
         "vdisp_obs": max(vdisp + rng.normal(0.0, vdisp_err), 0.0), "vdisp_err": vdisp_err,
@@ -235,7 +241,7 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
 def _remove_previous(out_dir: Path, manifest: dict) -> None:
     """Delete the files of a previous mock in ``out_dir`` (only those it made)."""
     removed = 0
-    for name in manifest.get("files", []) + [TRUTH_NAME, CATALOG_NAME, JOURNAL_NAME, MANIFEST_NAME]:
+    for name in manifest.get("files", []) + [TRUTH_NAME, CATALOG_NAME, *MPAJHU_NAMES, JOURNAL_NAME, MANIFEST_NAME]:
         path = out_dir / name
         if path.is_file():
             path.unlink()
@@ -265,11 +271,13 @@ def _cached_survey(out_dir: Path, cfg: MockConfig, digest: str, manifest: dict) 
 
     paths = [out_dir / f for f in manifest.get("files", [])]
     truth_path, catalog_path = out_dir / TRUTH_NAME, out_dir / CATALOG_NAME
-    present = truth_path.exists() and catalog_path.exists() and all(p.exists() for p in paths)
+    mpajhu_paths = tuple(out_dir / name for name in MPAJHU_NAMES)
+    present = all(p.exists() for p in (truth_path, catalog_path, *mpajhu_paths, *paths))
     if not (manifest.get("complete") and present):
         return None
     truth = Table.read(truth_path, mask_invalid=False)  # keep empty SUBCLASS strings as ''
-    return MockSurvey(out_dir, paths, truth, truth_path, catalog_path, cfg, digest, from_cache=True)
+    return MockSurvey(out_dir, paths, truth, truth_path, catalog_path, cfg, digest, from_cache=True,
+                      mpajhu_paths=mpajhu_paths)
 
 
 def _run_pool(chunks: list, spectra_dir: Path, cfg: MockConfig, workers: int, on_rows) -> None:
@@ -288,24 +296,29 @@ def _run_pool(chunks: list, spectra_dir: Path, cfg: MockConfig, workers: int, on
 
 
 def _finish(out_dir: Path, cfg: MockConfig, digest: str, workers: int, seconds: float) -> MockSurvey:
-    """Catalogue, truth table and manifest from the journal; the journal is then removed."""
+    """Catalogues, truth table and manifest from the journal; the journal is then removed."""
     columns = wr.TruthColumns(cfg.n)
+    mpajhu = wr.MpajhuColumns(cfg.n)
     catalogue = [""] * cfg.n
     for row in _journal(out_dir):  # streamed: a large survey's rows never sit in memory as dicts
         if row["index"] < cfg.n:
             columns.add(row)
             catalogue[row["index"]] = wr.gswlc_line(wr.gswlc_row(cfg.seed, row))
+            mpajhu.add(cfg.seed, row)
     wr.write_gswlc(out_dir / CATALOG_NAME, catalogue)
+    mpajhu_paths = tuple(out_dir / name for name in MPAJHU_NAMES)
+    mpajhu.write(*mpajhu_paths)
     meta = {"MOCKHASH": digest, "SEED": cfg.seed, "NGAL": cfg.n, "ZMIN": cfg.zmin, "ZMAX": cfg.zmax,
             "VARY": ",".join(cfg.vary) if cfg.vary is not None else "ALL", "GENVER": GENERATOR_VERSION}
     truth = columns.table(meta)
     wr.write_truth(out_dir / TRUTH_NAME, truth)
     files = list(truth["filename"])
     _write_manifest(out_dir, {"hash": digest, "config": cfg.fingerprint(), "complete": True, "files": files,
-                              "n": cfg.n, "seconds": round(seconds, 2), "workers": workers})
+                              "n": cfg.n, "n_metallicity": mpajhu.n_metallicity, "seconds": round(seconds, 2),
+                              "workers": workers})
     (out_dir / JOURNAL_NAME).unlink(missing_ok=True)
     return MockSurvey(out_dir, [out_dir / f for f in files], truth, out_dir / TRUTH_NAME, out_dir / CATALOG_NAME,
-                      cfg, digest, from_cache=False)
+                      cfg, digest, from_cache=False, mpajhu_paths=mpajhu_paths)
 
 
 def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: int | None = None,
@@ -317,7 +330,8 @@ def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: 
     [--zmin Z] [--zmax Z] [--flux-limit R | --no-flux-limit] [--no-progress]``):
 
     out_dir
-        Folder for ``spectra/``, ``GSWLC-mock.dat``, ``truth.fits`` and ``mock.json``.
+        Folder for ``spectra/``, ``GSWLC-mock.dat``, ``gal_info-mock.fits`` + ``gal_fiboh-mock.fits``
+        (MPA-JHU DR7 layout: join them with ``galvae catalog``), ``truth.fits`` and ``mock.json``.
     n, seed
         Number of galaxies; the seed of everything (galaxy i uses streams seeded by (seed, i), so the
         result does not depend on ``workers`` and the first k galaxies do not depend on ``n``).

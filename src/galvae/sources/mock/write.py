@@ -4,6 +4,8 @@
   SDSS-I/II: PRIMARY (header only), ``COADD`` (flux, loglam, ivar, and_mask, or_mask, wdisp, sky,
   model) and ``SPECOBJ`` (one row, real column names and formats, a subset of the 126);
 - a GSWLC-2-format catalogue (24 whitespace-separated columns, −99 where missing);
+- an MPA-JHU DR7-format pair ``gal_info`` + ``gal_fiboh`` (row-aligned FITS tables; gas-phase
+  metallicity for star-forming galaxies, −99.9 for the others);
 - the truth table, ``truth.fits``.
 
 Identifiers. Galaxy *i* sits on plate 13000 + i // 640, fibre i % 640 + 1 (1–640 per plate, as
@@ -296,6 +298,98 @@ def write_gswlc(path: Path, lines: list[str]) -> None:
     """Write GSWLC-2 lines (see :func:`gswlc_line`) without a header, as the real .dat files."""
     text = "\n".join(lines) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# ------------------------------------------------------------------------------------------------
+# MPA-JHU DR7-like catalogue: gal_info + gal_fiboh (gas-phase metallicity)
+# ------------------------------------------------------------------------------------------------
+
+#: gal_fiboh's value where no metallicity was measured (read_mpajhu turns it into NaN).
+MPAJHU_MISSING = -99.9
+#: A subset of the columns of gal_info_dr7_v5_2.fits, with their real formats.
+_GAL_INFO_DTYPE = np.dtype([
+    ("PLATEID", ">i2"), ("MJD", ">i4"), ("FIBERID", ">i2"), ("RA", ">f4"), ("DEC", ">f4"),
+    ("PRIMTARGET", ">i4"), ("SECTARGET", ">i4"), ("TARGETTYPE", "S19"), ("SPECTROTYPE", "S6"),
+    ("SUBCLASS", "S21"), ("Z", ">f4"), ("Z_ERR", ">f4"), ("Z_WARNING", ">i4"), ("V_DISP", ">f4"),
+    ("V_DISP_ERR", ">f4"), ("SN_MEDIAN", ">f4"), ("RELEASE", "S8"),
+])  # fmt: skip
+#: The columns of gal_fiboh_dr7_v5_2.fits (percentiles of the 12 + log O/H likelihood), row-aligned with gal_info.
+_GAL_FIBOH_DTYPE = np.dtype([(name, ">f4") for name in
+                             ("AVG", "ENTROPY", "P2P5", "P16", "MEDIAN", "P84", "P97P5", "MODE")])
+
+
+def redshift_error(sn: float) -> float:
+    """1σ redshift error of a spectrum of median S/N ``sn`` (≥ 1), as the SDSS pipeline reports it."""
+    return 8e-6 + 1.5e-4 / sn
+
+
+def vdisp_error(vdisp: float, sn: float) -> float:
+    """1σ error (km/s) of a measured stellar velocity dispersion ``vdisp`` at median S/N ``sn`` (≥ 1)."""
+    return 5.0 + 0.04 * vdisp + 300.0 / sn
+
+
+def mpajhu_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of galaxy ``index``'s MPA-JHU measurements (independent of the GSWLC one)."""
+    return np.random.default_rng([int(seed), int(index), 3])
+
+
+def has_metallicity(row: dict) -> bool:
+    """Whether MPA-JHU would give the galaxy a gas-phase metallicity: star-forming, with clear emission
+    lines (true EW(Hα) > 3 Å and sSFR > 10⁻¹¹ /yr). As in the real catalogue (Tremonti et al. 2004,
+    Brinchmann et al. 2004), galaxies whose lines do not allow a strong-line estimate have none."""
+    return bool(row["ew_halpha"] > 3.0 and row["logssfr"] > -11.0)
+
+
+class MpajhuColumns:
+    """The gal_info and gal_fiboh tables of a mock filled row by row (``row['index']`` places them).
+
+    gal_info: the truth's position, SUBCLASS, and a redshift and velocity dispersion measured again
+    (errors as the SDSS pipeline's, :func:`redshift_error`, :func:`vdisp_error`). gal_fiboh: for a
+    galaxy with :func:`has_metallicity`, the truth's ``metallicity`` (12 + log O/H) + N(0, e) with
+    e ~ U(0.03, 0.1) dex, its likelihood a Gaussian of width e (P16/P84 at ∓e, P2P5/P97P5 at ∓2e);
+    for the others every column is −99.9, the real catalogue's missing value. Draws come from
+    :func:`mpajhu_stream`, so the rows depend on (seed, index) alone.
+    """
+
+    def __init__(self, n: int):
+        self.info = np.zeros(n, _GAL_INFO_DTYPE)
+        self.fiboh = np.full(n, MPAJHU_MISSING, _GAL_FIBOH_DTYPE)
+
+    def add(self, seed: int, row: dict) -> None:
+        i = int(row["index"])
+        rng = mpajhu_stream(seed, i)
+        sn = max(float(row["sn_median"]), 1.0)
+        z_err, v_err = redshift_error(sn), vdisp_error(row["vdisp"], sn)
+        values = {
+            "PLATEID": row["plate"], "MJD": row["mjd"], "FIBERID": row["fiber"], "RA": row["ra"], "DEC": row["dec"],
+            "PRIMTARGET": 64, "SECTARGET": 0, "TARGETTYPE": "GALAXY", "SPECTROTYPE": "GALAXY",
+            "SUBCLASS": row["subclass"], "Z": row["z"] + rng.normal(0.0, z_err), "Z_ERR": z_err, "Z_WARNING": 0,
+            "V_DISP": max(row["vdisp"] + rng.normal(0.0, v_err), 0.0), "V_DISP_ERR": v_err,
+            "SN_MEDIAN": row["sn_median"], "RELEASE": "dr7",
+        }
+        for name, value in values.items():
+            self.info[name][i] = value
+        if has_metallicity(row):
+            e = rng.uniform(0.03, 0.1)
+            oh = row["metallicity"] + rng.normal(0.0, e)
+            entropy = 0.5 * math.log(2.0 * math.pi * math.e * e * e)  # of the Gaussian likelihood, nats
+            for name, value in (("AVG", oh), ("ENTROPY", entropy), ("P2P5", oh - 2 * e), ("P16", oh - e),
+                                ("MEDIAN", oh), ("P84", oh + e), ("P97P5", oh + 2 * e), ("MODE", oh)):
+                self.fiboh[name][i] = value
+
+    @property
+    def n_metallicity(self) -> int:
+        """Galaxies with a measured metallicity."""
+        return int(np.count_nonzero(self.fiboh["MEDIAN"] > 0))
+
+    def write(self, info_path: Path, fiboh_path: Path) -> None:
+        """Write ``gal_info`` and ``gal_fiboh`` (PRIMARY + one BINTABLE each), atomically."""
+        note = "Mock MPA-JHU DR7 table made by galvae.sources.mock (not SDSS data)."
+        for path, table, name in ((info_path, self.info, "GAL_INFO"), (fiboh_path, self.fiboh, "GAL_FIBOH")):
+            primary = _header_bytes([_card("SIMPLE", True, "conforms to FITS standard"), _card("BITPIX", 8),
+                                     _card("NAXIS", 0), _card("EXTEND", True), _card("COMMENT", note)])
+            data = primary + _bintable_bytes(table, name)
+            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
 
 
 # ------------------------------------------------------------------------------------------------
