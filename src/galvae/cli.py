@@ -131,7 +131,7 @@ def _cmd_train(args) -> int:
         if vae_only:
             raise ValueError(f"{' '.join(vae_only)} do not apply to --arch {args.arch} (a PCA baseline has no "
                              "conditions and no training loop)")
-    data = open_dataset(args.data)
+    data = open_dataset(args.data, load=False)  # spectra read from the store as training needs them
     if args.arch in ("pca", "wpca"):
         out = fit_pca(data, args.out, n_components=args.latent, weighted=args.arch == "wpca", overwrite=args.overwrite)
     else:
@@ -153,7 +153,7 @@ def _cmd_encode(args) -> int:
     from .fit import encode_dataset
     from .prepare import open_dataset
 
-    table = encode_dataset(args.model, open_dataset(args.data), args.out, device=args.device)
+    table = encode_dataset(args.model, open_dataset(args.data, load=False), args.out, device=args.device)
     print(f"latent table of {len(table)} spectra written to {args.out}")
     return 0
 

@@ -113,14 +113,15 @@ def comparable_view(dataset, needed=CONDITIONS):
     keep, digest = restriction(dataset, needed)
     if keep.all():
         return dataset
-    from ..fit import take_rows
+    from ..prepare.dataset import RowView
 
     rows = np.flatnonzero(keep)
     attrs = dict(dataset.attrs, inputs_digest=digest,
                  select_restriction={"needed": list(needed), "rows_kept": int(rows.size),
                                      "rows_total": len(keep), "parent_digest": dataset.attrs.get("inputs_digest")})
-    return replace(dataset, flux=take_rows(dataset.flux, rows), ivar=take_rows(dataset.ivar, rows),
-                   filled=take_rows(dataset.filled, rows), norm=np.asarray(dataset.norm)[rows],
+    # views, not copies: the rows are read from the store only when a cell trains or scores them
+    return replace(dataset, flux=RowView(dataset.flux, rows), ivar=RowView(dataset.ivar, rows),
+                   filled=RowView(dataset.filled, rows), norm=np.asarray(dataset.norm)[rows],
                    split=np.asarray(dataset.split)[rows], props=dataset.props[rows], attrs=attrs)
 
 
