@@ -288,7 +288,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         weight_decay: float = 1e-4, seed: int = 0, patience: int = 10, device: str = "auto",
         resume: bool = False, progress: bool = True, dropout: float = 0.0, hidden=(512, 128), n_basis: int = 32,
         overwrite: bool = False, time_limit: float | None = None, resident_gb: float | None = None,
-        callback: Callable[[int, dict], None] | None = None) -> Path:
+        window_blocks: int = 8, callback: Callable[[int, dict], None] | None = None) -> Path:
     """Train a VAE (or a CVAE, with ``conditions``) on ``dataset``; returns the model directory.
 
     Parameters
@@ -309,6 +309,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     resident_gb : a split whose flux + ivar take more than this (GiB) is streamed from the store instead
         of held on the device (None: 1 on CPU, 40 % of a GPU's free memory; 0: always stream). The
         result does not depend on it (galvae.splits).
+    window_blocks : store blocks (1000 rows each) whose rows are shuffled together: the shuffle buffer,
+        and, when streaming, the rows read at a time. Part of the training settings: it sets the order.
     callback : called as ``callback(epoch, history_row)`` after each epoch's checkpoint is written.
     """
     out = Path(out_dir)
@@ -320,7 +322,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     if batch_size is None:
         batch_size = 2048 if dev.type == "cuda" else 128
     s = TrainSettings(loss=loss, beta=float(beta), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                      weight_decay=float(weight_decay), seed=int(seed), patience=int(patience))
+                      weight_decay=float(weight_decay), seed=int(seed), patience=int(patience),
+                      window_blocks=int(window_blocks))
     if _prepare_directory(out, resume, overwrite):
         _check_finished_run(out, dataset, arch, latent_dim, conditions, s, dropout, hidden, n_basis)
         return out
