@@ -336,16 +336,18 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         raise ValueError(f"too few spectra to train: {len(train_rows)} train, "
                          f"{len(split_rows(dataset, 'val', keep))} val (excluded for missing conditions: {excluded})")
     cset = ConditionSet.fit(dataset.props, conditions, train_rows)
-    train = split_data(dataset, train_rows, cset, dev, resident_gb)
+    n_pix = int(dataset.flux.shape[1])
+    n_basis = min(int(n_basis), len(train_rows) - 1, n_pix) if arch == "compact" else 0
+    basis = training_basis(dataset, train_rows, n_basis) if n_basis else None  # before the splits: its peak
+    train = split_data(dataset, train_rows, cset, dev, resident_gb)            # memory is not added to theirs
     val = split_data(dataset, split_rows(dataset, "val", keep), cset, dev, resident_gb)
 
-    n_basis = min(int(n_basis), len(train_rows) - 1, train.n_pix) if arch == "compact" else 0
-    cfg = ModelConfig(arch=arch, n_pix=train.n_pix, latent_dim=int(latent_dim),
+    cfg = ModelConfig(arch=arch, n_pix=n_pix, latent_dim=int(latent_dim),
                       n_conditions=len(cset), dropout=float(dropout), hidden=tuple(hidden), n_basis=n_basis)
     model = VAE(cfg).to(dev)
     model.set_data_scaling(*train.mean_std())
     if n_basis:
-        model.set_basis(*(torch.from_numpy(a).to(dev) for a in training_basis(dataset, train_rows, n_basis)))
+        model.set_basis(*(torch.from_numpy(a).to(dev) for a in basis))
     config = _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, count_parameters(model),
                           time_limit)
     opt = make_optimizer(model, s)

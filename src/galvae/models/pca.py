@@ -112,7 +112,8 @@ class PCA:
             b = (w * r).T @ c                                            # step 2: per pixel, k × k systems
             a += 1e-9 * (np.trace(a, axis1=1, axis2=2)[:, None, None] / k + 1e-30) * np.eye(k)
             v_new = np.linalg.solve(a, b[..., None])[..., 0].T           # (k, P)
-            chi2 = float((w * (r - c @ v_new) ** 2).sum())
+            chi2 = sum(float((w[s:s + 4096] * (r[s:s + 4096] - c[s:s + 4096] @ v_new) ** 2).sum())
+                       for s in range(0, len(r), 4096))  # in slices: no N × P temporaries
             v = self._orthonormal_basis(c, v_new)
             log.debug("EM-PCA iteration %d: weighted chi2 %.8g", it, chi2)
             if abs(last - chi2) <= self.tol * chi2:
