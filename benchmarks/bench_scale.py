@@ -6,6 +6,7 @@ each stage as its own process, as a user would, and samples the RSS of that proc
 process it starts (Dask workers) every 0.2 s:
 
     train    galvae train --latent 4 --epochs 2 (compact; seconds per epoch from history.csv)
+    train_paper  the same, 1 epoch of the paper architecture (only when named in --stages)
     encode   galvae encode of every spectrum
     select   galvae select --latent 2,4 --conditions none,logmstar --seeds 1 --epochs 1 --workers 2
     explain  galvae explain of the train stage's model
@@ -191,6 +192,8 @@ def stage_command(stage: str, data: Path, work: Path) -> list[str]:
     return {
         "train": galvae("train", "--data", data, "--latent", 4, "--epochs", 2, "--arch", "compact", "--device", "cpu",
                         "--out", model, "--overwrite", "-q"),
+        "train_paper": galvae("train", "--data", data, "--latent", 4, "--epochs", 1, "--arch", "paper",
+                              "--device", "cpu", "--out", work / "model_paper", "--overwrite", "-q"),
         "encode": galvae("encode", "--model", model, "--data", data, "--out", work / "latents.fits"),
         "select": galvae("select", "--data", data, "--latent", "2,4", "--conditions", "none,logmstar", "--seeds", 1,
                          "--epochs", 1, "--workers", 2, "--out", select),
@@ -207,6 +210,12 @@ def epoch_seconds(model_dir: Path) -> list[float]:
         return []
     with open(path) as fh:
         return [round(float(r["seconds"]), 2) for r in csv.DictReader(fh)]
+
+
+def n_train(data: Path) -> int:
+    from galvae.prepare import open_dataset
+
+    return int(len(open_dataset(data, load=False).indices("train")))
 
 
 def load_results(path: Path) -> dict:
@@ -230,8 +239,10 @@ def table(results: dict) -> str:
         n, stage = key.split(":")
         r = results[key]
         note = ""
-        if stage == "train" and r.get("epoch_seconds"):
+        if stage in ("train", "train_paper") and r.get("epoch_seconds"):
             note = "s per epoch: " + ", ".join(f"{s:.1f}" for s in r["epoch_seconds"])
+            if r.get("n_train"):
+                note += f" ({1000 * r['epoch_seconds'][-1] / r['n_train']:.2f} s per 1000 training spectra)"
         if stage == "build":
             note = "tiled dataset written"
         if stage == "prepare":
@@ -250,7 +261,7 @@ def figure(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for stage in (*STAGES, "prepare"):
+    for stage in (*STAGES, "train_paper", "prepare"):
         keys = sorted((k for k in results if k.endswith(":" + stage) and not results[k].get("rc")),
                       key=lambda k: int(k.split(":")[0]))
         if not keys:
@@ -309,8 +320,9 @@ def main(argv=None) -> int:
             for stage in stages:
                 print(f"[N={n}] {stage} …", flush=True)
                 r = run_measured(stage_command(stage, data, work), work / f"{stage}.log")
-                if stage == "train":
-                    r["epoch_seconds"] = epoch_seconds(work / "model")
+                if stage in ("train", "train_paper"):
+                    r["epoch_seconds"] = epoch_seconds(work / ("model" if stage == "train" else "model_paper"))
+                    r["n_train"] = n_train(data)
                 results[f"{n}:{stage}"] = r
                 save_results(results_path, results)
                 print(f"[N={n}] {stage}: {r['seconds']} s, peak {r['peak_rss_process_gb']} GB "

@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_check.sh --stage      # here: .gpu_check/whl (wheels the device lacks: astropy,
 #                                             # zarr, dask, ...) and .gpu_check/dataset.zarr (the mock of
 #                                             # examples/paper-gpu.yaml, prepared), ~55 MB
-#   device run: command "bash benchmarks/gpu_check.sh", carry [".gpu_check"], timeout_s 540
+#   on the GPU machine: bash benchmarks/gpu_check.sh   (with .gpu_check/ copied beside the working tree)
 #
 # Steps on the device, each under its own `timeout` (a failed step does not stop the others; the script
 # exits 1 at the end if any failed), all within GPU_CHECK_BUDGET = 470 s:
@@ -19,7 +19,7 @@
 #             batch 2048 and 4096, spectra/s over timed epochs after a warm-up epoch (torch.cuda.synchronize);
 #   3 run     (≤ 270 s, ~2.5-3 min expected) galvae run --preset paper --config
 #             examples/paper-gpu.yaml --data .gpu_check/dataset.zarr, into $GPU_CHECK_WORK/run (not under
-#             $OUT: its 32 cells write ~0.2 GB of weights each, and the device tool returns at most 8 files),
+#             $OUT: its 32 cells write ~0.2 GB of weights each, and only a few result files are copied back),
 #             with nvidia-smi sampling the GPU's load every second;
 #   4 pytest  (≤ 150 s, or what is left of the budget but 15 s: ≥ 35 s) python -m pytest -q -x over tests/
 #             (GPU-relevant files first; -n 8 and --timeout 120 where pytest-xdist and pytest-timeout are, as
@@ -38,7 +38,7 @@
 # GPU_CHECK_SKIP (steps to skip, e.g. "pytest,run"), GPU_CHECK_CONFIG (examples/paper-gpu.yaml),
 # GPU_CHECK_CARRY (.gpu_check), GPU_CHECK_WORK (/tmp/gpu_check), GPU_CHECK_INSTALL (auto: only with
 # cuda), GPU_CHECK_PYTEST_WORKERS (8), GPU_CHECK_ORDER ("setup bench run pytest"), OUT (where results go;
-# the device tool sets it), PYTHON (python3).
+# the folder whose files are copied back), PYTHON (python3).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 export REPO=$PWD
@@ -94,7 +94,7 @@ EOF
 export -f config_file
 
 # ------------------------------------------------------------------------------------------------------
-# --stage: here, before a device call
+# --stage: here, before the run on the GPU machine
 # ------------------------------------------------------------------------------------------------------
 stage() {
   set -o pipefail
@@ -164,9 +164,9 @@ EOF
   local tree carry
   tree=$( (git ls-files -co --exclude-standard -z 2>/dev/null | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) || echo 0)
   carry=$(du -sb "$CARRY_DIR" | cut -f1)
-  echo "working tree that travels: $((tree / 1048576)) MiB; $CARRY: $((carry / 1048576)) MiB; together $(((tree + carry) / 1048576)) MiB of the device tool's 64 MiB"
-  if (( tree + carry > 64 * 1048576 )); then echo "stage: TOO LARGE for the device tool"; status=1; fi
-  echo "device call: command \"bash benchmarks/gpu_check.sh\", carry [\"$CARRY\"], timeout_s 540"
+  echo "working tree that travels: $((tree / 1048576)) MiB; $CARRY: $((carry / 1048576)) MiB; together $(((tree + carry) / 1048576)) MiB of a 64 MiB transfer limit"
+  if (( tree + carry > 64 * 1048576 )); then echo "stage: TOO LARGE for a 64 MiB transfer"; status=1; fi
+  echo "on the GPU machine: bash benchmarks/gpu_check.sh, with $CARRY copied beside the working tree"
   return $status
 }
 
@@ -258,7 +258,7 @@ step_run() {
   elif "$PY" -c "import bagpipes" >/dev/null 2>&1; then
     echo "no staged dataset: the run makes its mock (bagpipes is here)"
   else
-    echo "run: no $CARRY/dataset.zarr and no bagpipes: run 'bash benchmarks/gpu_check.sh --stage' before the device call"
+    echo "run: no $CARRY/dataset.zarr and no bagpipes: run 'bash benchmarks/gpu_check.sh --stage' before the run on the GPU machine"
     return 2
   fi
   rm -rf "$RUNDIR"
