@@ -8,7 +8,7 @@ process it starts (Dask workers) every 0.2 s:
     train    galvae train --latent 4 --epochs 2 (compact; seconds per epoch from history.csv)
     train_paper  the same, 1 epoch of the paper architecture (only when named in --stages)
     encode   galvae encode of every spectrum
-    select   galvae select --latent 2,4 --conditions none,logmstar --seeds 1 --epochs 1 --workers 2
+    select   galvae select --latent 2 --conditions none,logmstar --seeds 1 --epochs 1 --workers 2 (2 cells)
     explain  galvae explain of the train stage's model
     report   galvae report
 
@@ -195,7 +195,7 @@ def stage_command(stage: str, data: Path, work: Path) -> list[str]:
         "train_paper": galvae("train", "--data", data, "--latent", 4, "--epochs", 1, "--arch", "paper",
                               "--device", "cpu", "--out", work / "model_paper", "--overwrite", "-q"),
         "encode": galvae("encode", "--model", model, "--data", data, "--out", work / "latents.fits"),
-        "select": galvae("select", "--data", data, "--latent", "2,4", "--conditions", "none,logmstar", "--seeds", 1,
+        "select": galvae("select", "--data", data, "--latent", "2", "--conditions", "none,logmstar", "--seeds", 1,
                          "--epochs", 1, "--workers", 2, "--out", select),
         "explain": galvae("explain", "--model", model, "--data", data, "--out", run),
         "report": galvae("report", "--run", run, "--data", data, "--select", select),
