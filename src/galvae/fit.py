@@ -393,7 +393,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     if status == "done" and state.bad_epochs >= s.patience and state.plateau_drops >= s.plateau_drops:
         status = "early_stopped"  # the last epoch ended the final plateau: it would have stopped anyway
     best.restore(model)
-    return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype, resident_gb)
+    del train, val  # their memory is free before the test split is read
+    return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype)
 
 
 def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> bool:
@@ -506,11 +507,10 @@ def _nan_guard(model, opt, s: TrainSettings, state: TrainState, best: BestWeight
     return True
 
 
-def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype,
-            resident_gb=None) -> Path:
+def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype) -> Path:
     """The model (at its best weights) → weights file; test metrics → metrics.json; remove the training files."""
     wpath = save_weights(out, model.state_dict())
-    test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev, resident_gb)
+    test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev, resident_gb=0)  # one pass: streamed
     k = config["model"]["latent_dim"] + len(cset)
     metrics = _test_metrics(model, test, k, config["training"]["seed"], autocast_dtype)
     metrics.update({"status": status, "best_epoch": state.best_epoch, "best_val_loss": state.best_loss,
