@@ -307,7 +307,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     time_limit : stop after the epoch during which this many seconds of training were reached (status
         'time_limit'); for CPU demos and equal-time comparisons.
     resident_gb : a split whose flux + ivar take more than this (GiB) is streamed from the store instead
-        of held on the device (None: 1 on CPU, 40 % of a GPU's free memory; 0: always stream). The
+        of held on the device (None: 0.5 on CPU, 40 % of a GPU's free memory; 0: always stream). The
         result does not depend on it (galvae.splits).
     window_blocks : store blocks (1000 rows each) whose rows are shuffled together: the shuffle buffer,
         and, when streaming, the rows read at a time. Part of the training settings: it sets the order.

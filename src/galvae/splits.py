@@ -32,7 +32,7 @@ from . import likelihood as lk
 from .prepare.dataset import row_blocks, take_rows
 
 BYTES_PER_VALUE = 8          # float32 flux + float32 ivar per pixel
-CPU_RESIDENT_BYTES = 2**30   # default on CPU: a split above 1 GiB of flux + ivar is streamed
+CPU_RESIDENT_BYTES = 2**29   # default on CPU: a split above 512 MiB of flux + ivar is streamed
 
 
 class Batch(NamedTuple):
@@ -54,7 +54,7 @@ def clean(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def default_resident_bytes(device: torch.device) -> int:
-    """How many bytes of flux + ivar a split may keep on ``device``: 1 GiB on CPU, 40 % of the free
+    """How many bytes of flux + ivar a split may keep on ``device``: 512 MiB on CPU, 40 % of the free
     memory of a GPU (the model, its optimizer and the activations need the rest)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -92,11 +92,19 @@ class Split:
     # ---- reading ---------------------------------------------------------------------------------
 
     def _read(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Flux, ivar and ln L constant of some positions (one block or a window), on the device."""
-        rows = self.rows[positions]
-        flux, ivar = clean(take_rows(self.flux_src, rows), take_rows(self.ivar_src, rows))
-        x, w = torch.from_numpy(flux).to(self.device), torch.from_numpy(ivar).to(self.device)
-        return x, w, lk.ln_likelihood_constant(w)
+        """Flux, ivar and ln L constant of increasing positions (a block or a window of blocks), on the
+        device; read one stored block at a time, so the host's temporaries stay at one block's size."""
+        n = len(positions)
+        x = torch.empty((n, self.n_pix), dtype=torch.float32, device=self.device)
+        w = torch.empty_like(x)
+        ln = torch.empty(n, dtype=torch.float32, device=self.device)
+        for part in row_blocks(self.flux_src, self.rows[positions]):
+            rows = self.rows[positions[part]]
+            flux, ivar = clean(take_rows(self.flux_src, rows), take_rows(self.ivar_src, rows))
+            sl = slice(int(part[0]), int(part[-1]) + 1)
+            x[sl], w[sl] = torch.from_numpy(flux), torch.from_numpy(ivar)
+            ln[sl] = lk.ln_likelihood_constant(w[sl])
+        return x, w, ln
 
     def _read_all(self):
         n = len(self.rows)
