@@ -278,7 +278,7 @@ def _train_one_epoch(model, opt, data: Split, s: TrainSettings, state: TrainStat
 def _validate(model, data: Split, s: TrainSettings, autocast_dtype) -> tuple[float, float]:
     """Mean validation loss (same objective as training, one fixed-seed sample) and mean χ²/pixel."""
     r = score_batches(model, _batches(data, max(s.batch_size, 1024)), s.loss, s.beta, n_samples=1,
-                      seed=s.seed + 1, autocast_dtype=autocast_dtype)
+                      seed=s.seed + 1, autocast_dtype=autocast_dtype, n=len(data))
     chi2 = r["chi2_per_pixel"][np.isfinite(r["chi2_per_pixel"])]
     return float(np.mean(r["loss"])), float(chi2.mean()) if chi2.size else math.nan
 
@@ -544,7 +544,7 @@ def _test_metrics(model, test: Split, k: int, seed: int, autocast_dtype, n_sampl
         return _summary({"ln_likelihood": np.array([]), "elbo": np.array([]), "chi2_per_pixel": np.array([]),
                          "n_good": np.array([])}, k)
     r = score_batches(model, _batches(test, 1024), n_samples=n_samples, seed=seed + 2,
-                      autocast_dtype=autocast_dtype)
+                      autocast_dtype=autocast_dtype, n=len(test))
     return _summary(r, k)
 
 
@@ -603,7 +603,7 @@ def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples:
                 yield b.flux, b.ivar, b.cond, b.ln_norm
                 bar.update(len(b.flux))
         if vae:
-            res = score_batches(model.module, batches(), n_samples=n_samples, seed=0)
+            res = score_batches(model.module, batches(), n_samples=n_samples, seed=0, n=len(rows))
         else:  # PCA: NumPy in, per batch
             parts = [model.score(x.numpy(), w.numpy()) for x, w, _, _ in batches()]
             res = {k: np.concatenate([np.full(len(p["mu"]), p[k]) if np.ndim(p[k]) == 0 else p[k] for p in parts])

@@ -29,10 +29,7 @@ import numpy as np
 import torch
 
 from . import likelihood as lk
-from ._memory import fix_mmap_threshold
 from .prepare.dataset import row_blocks, take_rows
-
-fix_mmap_threshold()  # streamed passes allocate and free 16 MB arrays by the thousand (galvae._memory)
 
 BYTES_PER_VALUE = 8          # float32 flux + float32 ivar per pixel
 CPU_RESIDENT_BYTES = 2**29   # default on CPU: a split above 512 MiB of flux + ivar is streamed

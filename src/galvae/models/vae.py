@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -349,12 +350,18 @@ def score(model: VAE, flux, ivar, cond=None, ln_norm=None, kind: str = "gaussian
 
 @torch.no_grad()
 def score_batches(model: VAE, batches, kind: str = "gaussian", beta: float = 1.0, n_samples: int = 1,
-                  seed: int = 0, autocast_dtype=None) -> dict:
-    """:func:`score` over batches of (flux, ivar, cond or None, ln L constant), e.g. a streamed split's."""
+                  seed: int = 0, autocast_dtype=None, n: int | None = None) -> dict:
+    """:func:`score` over batches of (flux, ivar, cond or None, ln L constant), e.g. a streamed split's.
+
+    ``n``: the number of spectra the batches hold, when known: the results are then written into arrays
+    made at the start, instead of many small pieces that would be made between the big temporaries of
+    every batch and fragment the heap over a long pass."""
     was_training = model.training
     model.eval()
     gen = None
-    out = {k: [] for k in ("loss", "ln_likelihood", "chi2_per_pixel", "kl", "elbo", "n_good", "mu", "sigma")}
+    names = ("loss", "ln_likelihood", "chi2_per_pixel", "kl", "elbo", "n_good", "mu", "sigma")
+    out = {k: [] for k in names}
+    filled = 0
     for x, w, c, const in batches:
         dev = x.device
         if gen is None:
@@ -371,13 +378,25 @@ def score_batches(model: VAE, batches, kind: str = "gaussian", beta: float = 1.0
                 sample_model = model.decode(z, c).float()
             expected += lk.ln_likelihood(x, sample_model, w, constant=const)
             if s == 0:
-                out["loss"].append(reconstruction_loss(x, sample_model, w, kind, const) + beta * kl)
-        out["ln_likelihood"].append(lk.ln_likelihood(x, mean_model, w, constant=const))
-        out["chi2_per_pixel"].append(lk.chi2_per_pixel(x, mean_model, w))
-        out["kl"].append(kl)
-        out["elbo"].append(lk.elbo(expected / max(n_samples, 1), kl))
-        out["n_good"].append(lk.n_good(w))
-        out["mu"].append(mu)
-        out["sigma"].append(torch.exp(0.5 * logvar))
+                loss = reconstruction_loss(x, sample_model, w, kind, const) + beta * kl
+            del sample_model
+        row = {"loss": loss, "ln_likelihood": lk.ln_likelihood(x, mean_model, w, constant=const),
+               "chi2_per_pixel": lk.chi2_per_pixel(x, mean_model, w), "kl": kl,
+               "elbo": lk.elbo(expected / max(n_samples, 1), kl), "n_good": lk.n_good(w), "mu": mu,
+               "sigma": torch.exp(0.5 * logvar)}
+        del mean_model
+        if n is None:
+            for k in names:
+                out[k].append(row[k])
+            continue
+        if filled == 0:
+            out = {k: np.empty((n, *row[k].shape[1:]), np.float64) for k in names}
+        for k in names:
+            out[k][filled:filled + len(x)] = row[k].double().cpu().numpy()
+        filled += len(x)
     model.train(was_training)
+    if n is not None:
+        if filled != n:
+            raise ValueError(f"score_batches: told {n} spectra, got {filled}")
+        return out if filled else {k: None for k in names}
     return {k: torch.cat(v).double().cpu().numpy() if v else None for k, v in out.items()}

@@ -76,15 +76,16 @@ def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed
     cond = model.conditions.transform(model.conditions.raw_values(dataset.props, rows)) if names else None
     split = Split(dataset, rows, cond, model.device, resident_bytes=0)
     iwae_gen = torch.Generator(device=split.device).manual_seed(seed + 3)
-    iwae = []
+    iwae = np.empty(len(rows))  # made once: see score_batches(n=) on the heap
 
     def batches():  # one read of the test rows feeds both the scores and the IWAE bound
         for b in split.eval_batches(batch_size):
-            iwae.append(importance_weighted_bound(model.module, b.flux, b.ivar, b.cond, n_samples=n_iwae,
-                                                  gen=iwae_gen))
+            p = b.positions.cpu().numpy()
+            iwae[p] = importance_weighted_bound(model.module, b.flux, b.ivar, b.cond, n_samples=n_iwae,
+                                                gen=iwae_gen)
             yield b.flux, b.ivar, b.cond, b.ln_norm
 
-    r = score_batches(model.module, batches(), n_samples=n_elbo, seed=seed + 2)
+    r = score_batches(model.module, batches(), n_samples=n_elbo, seed=seed + 2, n=len(rows))
     empty = np.zeros((0, model.latent_dim))
     mu, sigma = (r["mu"], r["sigma"]) if r["mu"] is not None else (empty, empty)
     kl_per_dim = 0.5 * (mu**2 + sigma**2 - 2 * np.log(np.maximum(sigma, 1e-30)) - 1.0)
@@ -95,7 +96,7 @@ def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed
         "ids": np.array([str(i) for i in np.asarray(dataset.props["id"])[rows]]),
         "n_good": n_good, "ln_likelihood": ln_l, "chi2_per_pixel": _or_empty(r["chi2_per_pixel"]),
         "bic": lk.bic(ln_l, k, n_good), "elbo": _or_empty(r["elbo"]),
-        "iwae": np.concatenate(iwae) if iwae else np.zeros(0),
+        "iwae": iwae,
         "kl": _or_empty(r["kl"]), "kl_per_dim": kl_per_dim, "mu": mu,
     }
 
