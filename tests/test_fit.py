@@ -36,6 +36,17 @@ def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def zarr_copies(dataset, rows_per_chunk: int) -> dict:
+    """The dataset's flux and ivar as in-memory Zarr arrays (what open_dataset(load=False) hands out)."""
+    zarr = pytest.importorskip("zarr")
+    out = {}
+    for name in ("flux", "ivar"):
+        a = getattr(dataset, name)
+        out[name] = zarr.create_array(store={}, shape=a.shape, chunks=(rows_per_chunk, a.shape[1]), dtype=a.dtype)
+        out[name][:] = a
+    return out
+
+
 # ---- learning ----------------------------------------------------------------------------------------
 
 def test_training_lowers_val_loss_and_beats_the_mean_spectrum(data, tmp_path):
@@ -379,13 +390,7 @@ def test_fit_reads_lazy_zarr_arrays(data, tmp_path):
     """open_dataset(load=False) leaves flux and ivar as Zarr arrays: training and encoding take rows from them."""
     import dataclasses
 
-    zarr = pytest.importorskip("zarr")
-    lazy = {}
-    for name in ("flux", "ivar"):
-        a = getattr(data, name)
-        z = zarr.create_array(store={}, shape=a.shape, chunks=(100, a.shape[1]), dtype=a.dtype)
-        z[:] = a
-        lazy[name] = z
+    lazy = zarr_copies(data, rows_per_chunk=100)
     lazy_data = dataclasses.replace(data, **lazy)
     a = fit(lazy_data, tmp_path / "lazy", latent_dim=2, **dict(FAST, epochs=1))
     b = fit(data, tmp_path / "eager", latent_dim=2, **dict(FAST, epochs=1))
@@ -403,14 +408,8 @@ def test_streamed_training_equals_resident_training(tmp_path):
     from galvae.prepare.dataset import RowView
     from galvae.splits import Split
 
-    zarr = pytest.importorskip("zarr")
     big = synthetic_dataset(3300, 64, seed=3)
-    lazy = {}
-    for name in ("flux", "ivar"):
-        a = getattr(big, name)
-        z = zarr.create_array(store={}, shape=a.shape, chunks=(500, a.shape[1]), dtype=a.dtype)
-        z[:] = a
-        lazy[name] = z
+    lazy = zarr_copies(big, rows_per_chunk=500)
     keep = np.flatnonzero(np.arange(len(big)) % 7 != 3)  # a restricted view, as select makes
     view = dataclasses.replace(big, flux=RowView(lazy["flux"], keep), ivar=RowView(lazy["ivar"], keep),
                                filled=big.filled[keep], norm=big.norm[keep], split=big.split[keep],

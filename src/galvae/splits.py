@@ -122,9 +122,9 @@ class Split:
     def _windows(self, groups: list[np.ndarray]) -> Iterator[tuple[np.ndarray, tuple]]:
         """(positions, tensors) of each group of increasing positions, in order; when streaming, the
         next group is read by a background thread while this one is used."""
-        if self.resident:
+        if self.resident:  # groups here are blocks: consecutive positions, so slices of the tensors
             for pos in groups:
-                yield pos, tuple(t[torch.from_numpy(pos).to(self.device)] for t in self._data)
+                yield pos, tuple(t[int(pos[0]):int(pos[-1]) + 1] for t in self._data)
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="galvae-read") as pool:
             ahead = pool.submit(self._read, groups[0]) if groups else None
@@ -137,11 +137,7 @@ class Split:
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches in store order, each block cut into pieces of at most ``batch_size``."""
-        if self.resident:  # blocks are consecutive positions: slices of the resident tensors
-            groups = ((pos, tuple(t[int(pos[0]):int(pos[-1]) + 1] for t in self._data)) for pos in self.blocks)
-        else:
-            groups = self._windows(self.blocks)
-        for pos, (x, w, ln) in groups:
+        for pos, (x, w, ln) in self._windows(self.blocks):
             p = torch.from_numpy(pos).to(self.device)
             for s in range(0, len(pos), batch_size):
                 sl = slice(s, s + batch_size)
