@@ -434,3 +434,30 @@ def test_one_standard_error_rule_keeps_the_smallest_model_within_one_paired_erro
     # with no noise, the 0.05 is resolved and the lowest model is kept
     exact = _fake_grid(tmp_path / "exact", {1: 100.0, 2: 70.0, 3: 69.95}, noise={})
     assert one_se_choice(exact, tmp_path / "exact")["d"] == 3
+
+
+def test_refinement_through_the_eigenspectra_equals_the_refinement_through_the_pixels(data, tmp_path):
+    """A compact model with eigenspectra refines z in its K coefficients (a quadratic form per spectrum):
+    the same ln L and the same z as decoding every pixel at every step."""
+    from galvae.fit import fit
+    from galvae.models import load_model
+    from galvae.select.evaluate import _ln_l_of_z, refine_latents
+
+    model = load_model(fit(data, tmp_path / "m", latent_dim=2, epochs=2, batch_size=64, progress=False, n_basis=8))
+    module = model.module.eval()
+    assert module.output_basis() is not None
+    x = torch.nan_to_num(torch.as_tensor(np.asarray(data.flux[:40]), dtype=torch.float32))
+    w = torch.as_tensor(np.asarray(data.ivar[:40]), dtype=torch.float32)
+    const = lk.ln_likelihood_constant(w)
+    mu, _ = module.encode(x)
+    mu = mu.detach()
+    z = mu + torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    quadratic = _ln_l_of_z(module, x, w, None, const, mu)(z)
+    with torch.no_grad():
+        pixels = lk.ln_likelihood(x, module.decode(z), w, constant=const)
+    assert torch.allclose(quadratic, pixels, rtol=1e-5, atol=0.05)
+    fast = refine_latents(module, x, w, mu, steps=30, constant=const)
+    module.output_basis = lambda: None  # the generic path: decode every step
+    slow = refine_latents(module, x, w, mu, steps=30, constant=const)
+    assert torch.allclose(fast[1], slow[1], rtol=1e-5, atol=0.05) and torch.allclose(fast[0], slow[0], atol=1e-3)
+    assert torch.all(fast[1] >= refine_latents(module, x, w, mu, steps=0, constant=const)[1])
