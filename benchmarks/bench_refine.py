@@ -36,7 +36,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=REFINE_LR)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo: not timed
 
     model = load_model(args.model)
     module = model.module.eval()
