@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import write_text
 
 
 def to_jsonable(o):
@@ -24,7 +25,4 @@ def to_jsonable(o):
 
 def write_json(path, obj) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=to_jsonable))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=to_jsonable))

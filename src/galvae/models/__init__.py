@@ -9,7 +9,6 @@ never unpickles arbitrary objects.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +45,13 @@ def save_weights(model_dir, state_dict: dict) -> Path:
 
     d = Path(model_dir)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    from .._atomic import atomic_write
+
     if _have_safetensors():
         from safetensors.torch import save_file
 
-        path = d / SAFETENSORS_NAME
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-    else:
-        path = d / TORCH_NAME
-        tmp = path.with_suffix(".tmp")
-        torch.save(tensors, tmp)
-    os.replace(tmp, path)
-    return path
+        return atomic_write(d / SAFETENSORS_NAME, lambda tmp: save_file(tensors, str(tmp)))
+    return atomic_write(d / TORCH_NAME, lambda tmp: torch.save(tensors, tmp))
 
 
 def weights_path(model_dir) -> Path:

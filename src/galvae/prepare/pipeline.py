@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._dask import close_client, make_client, run_tasks
 from ..sources.sdss import find_spectrum_files, read_spectra
 from . import dataset as ds
@@ -50,9 +51,7 @@ def chunk_path(staging, index: int) -> Path:
 
 def _savez_atomic(target: Path, **arrays) -> None:
     """np.savez to a temporary name, then rename: a reader never sees half a file."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: np.savez(tmp, **arrays))
 
 
 @dataclass

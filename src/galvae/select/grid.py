@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import DiskFullError, atomic_write
 from .._jsonio import to_jsonable, write_json as _write_json
 from .. import _dask
 from ..models.conditions import CONDITIONS, rows_with_conditions
@@ -222,6 +223,8 @@ def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict
         _write_json(summary, {"row": row, "extra": extra, "dataset_digest": data.attrs.get("inputs_digest")})
         (cell_dir / CELL_ERROR).unlink(missing_ok=True)
         return row
+    except DiskFullError:  # not this cell's fault: every cell after it would fail the same way
+        raise
     except Exception as exc:  # noqa: BLE001 - a failed cell is recorded, never fatal to the grid
         error = f"{type(exc).__name__}: {exc}"
         log.warning("cell %s failed: %s", cell.name, error)
@@ -288,9 +291,7 @@ def grid_table(rows: list[dict]):
 
 
 def write_table(table, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
 
 
 def _grid_settings(view_digest, needed, arch, fit_kwargs, n_iwae) -> dict:
@@ -500,6 +501,8 @@ def _torch_threads(client) -> int | None:
 
 def _record_lost_task(cells_dir: Path, cell: Cell, exc: Exception) -> dict:
     """A task that died with its worker (out of memory, killed): record it as failed."""
+    if isinstance(exc, DiskFullError):
+        raise exc
     error = f"{type(exc).__name__}: {exc}"
     d = cells_dir / cell.name
     d.mkdir(parents=True, exist_ok=True)
