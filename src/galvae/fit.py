@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ._atomic import atomic_write
-from ._jsonio import to_jsonable, write_json as _write_json
+from ._jsonio import damaged, to_jsonable, write_json as _write_json
 from . import __version__
 from . import likelihood as lk
 from .models import PCA, load_model, save_weights
@@ -226,7 +226,11 @@ def _save_checkpoint(out: Path, model, opt, state: TrainState, batch_gen: torch.
 
 
 def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device, best: BestWeights) -> TrainState:
-    ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    try:
+        ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated or overwritten: resuming from it is impossible, and guessing is wrong
+        raise damaged(out / CHECKPOINT, exc, "Rerun the same command (galvae train --resume, or galvae select "
+                      "for a grid's cell): the model is trained again from the start", aside=True) from exc
     if "best_model" in ck:
         best.state = ck["best_model"]
     elif (out / LEGACY_BEST).exists():

@@ -71,8 +71,16 @@ def load_weights(path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        read = lambda: load_file(str(path))  # noqa: E731
+    else:
+        read = lambda: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
+    try:
+        return read()
+    except Exception as exc:  # truncated or overwritten weights: an error naming the file, never a guess
+        from .._jsonio import damaged
+
+        raise damaged(path, exc, f"Train the model again: rerun the command that wrote {Path(path).parent} "
+                      "(galvae train --overwrite, or galvae select after deleting that cell's folder)") from exc
 
 
 class TrainedVAE:

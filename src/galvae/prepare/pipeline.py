@@ -476,7 +476,8 @@ def _create_arrays(out: Path, n_rows: int, cfg: PrepareConfig) -> None:
         return  # resuming pass 2
     chunks = (cfg.rows_per_chunk, cfg.n_pix)
     for name, dtype in (("flux", "float32"), ("ivar", "float32"), ("filled", "bool")):
-        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True)
+        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True,
+                          **ds.checksummed())
 
 
 def _gather_staged(staging: Path, n_chunks: int) -> tuple[dict, np.ndarray]:
@@ -537,11 +538,11 @@ def _stored_property(name: str, column) -> np.ndarray:
 def _write_column(group, name: str, values: np.ndarray) -> None:
     """A 1-D column; text as Zarr's variable-length UTF-8 strings (a specified v3 data type)."""
     if values.dtype.kind in "USO":
-        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True)
+        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True, **ds.checksummed())
         if values.size:
             arr[:] = values.astype(str).astype(object)
     else:
-        group.create_array(name, data=values, overwrite=True)
+        group.create_array(name, data=values, overwrite=True, **ds.checksummed())
 
 
 def reason_category(reason: str) -> str:
@@ -559,10 +560,10 @@ def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str
     meta, rejects = _gather_staged(staging, len(counts))
     root = zarr.open_group(str(out), mode="a")
     grid = log_grid(cfg.n_pix, cfg.wave_min, cfg.wave_max)
-    root.create_array("wave", data=grid, overwrite=True)
-    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True)
+    root.create_array("wave", data=grid, overwrite=True, **ds.checksummed())
+    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True, **ds.checksummed())
     split = ds.split_of(meta["id"], cfg.split_fractions)
-    root.create_array("split", data=split, overwrite=True).attrs["codes"] = list(ds.SPLIT_CODES)
+    root.create_array("split", data=split, overwrite=True, **ds.checksummed()).attrs["codes"] = list(ds.SPLIT_CODES)
     props, match_stats = _properties(meta["id"], meta, catalog)
     g = root.require_group("props")
     for name in props.colnames:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import DiskFullError, atomic_write
-from .._jsonio import to_jsonable, write_json as _write_json
+from .._jsonio import read_json, to_jsonable, write_json as _write_json
 from .. import _dask
 from ..models.conditions import CONDITIONS, rows_with_conditions
 from .cells import Cell, grid_cells, parse_conditions, parse_latent
@@ -266,8 +266,12 @@ def stored_row(cells_dir: Path, cell: Cell) -> dict:
     """A cell's row from its files: done (cell.json), failed (error.json) or pending."""
     d = cells_dir / cell.name
     if (d / CELL_SUMMARY).exists():  # rebuilt from the files, so that a newer table layout reads older cells
-        metrics = json.loads((d / "metrics.json").read_text())
-        return finished_row(cell, metrics, json.loads((d / CELL_SUMMARY).read_text())["extra"])
+        # a damaged cell.json is moved aside, so that rerunning the grid scores the cell again
+        summary = read_json(d / CELL_SUMMARY, "Rerun `galvae select` with the same options: it scores this cell "
+                            "again from its trained model", aside=True)
+        metrics = read_json(d / "metrics.json", f"Delete {d} and rerun `galvae select` with the same options: "
+                            "it trains this cell again")
+        return finished_row(cell, metrics, summary["extra"])
     if (d / CELL_ERROR).exists():
         return failed_row(cell, json.loads((d / CELL_ERROR).read_text())["error"])
     row = _base_row(cell)
@@ -447,6 +451,8 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     cells_dir = out / CELLS
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(latent, condition_sets, seeds)
+    for c in cells:  # a damaged cell.json stops the grid now, not after the other cells have trained
+        stored_row(cells_dir, c)
     todo = [c for c in cells if not (cells_dir / c.name / CELL_SUMMARY).exists()]
     log.info("grid: %d cells (%d d × %d condition sets × seeds), %d to train, on %d spectra (%d test; %d dropped "
              "for missing conditions: %s, by condition %s)", len(cells), len(latent), len(condition_sets), len(todo),
