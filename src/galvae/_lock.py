@@ -98,6 +98,12 @@ def acquire(folder, command: str | None = None) -> Path:
     if key in _held:
         _held[key][1] += 1
         return path
+    # before creating anything: a folder holding this one (or one inside it) that another run writes
+    other = _neighbours_in_use(Path(os.path.abspath(folder)).resolve(), path)
+    if other:
+        raise FolderInUseError(
+            errno.EBUSY, f"{Path(folder)} overlaps {other[0]}, which is in use by another galvae process: "
+            f"{_describe(other[1])}. Wait for it to finish (or stop it), then rerun")
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -135,12 +141,6 @@ def acquire(folder, command: str | None = None) -> Path:
     os.pwrite(fd, json.dumps(me).encode(), 0)
     os.fsync(fd)
     _held[key] = [fd, 1]
-    other = _neighbours_in_use(Path(os.path.abspath(folder)).resolve(), path)
-    if other:
-        release(folder)
-        raise FolderInUseError(
-            errno.EBUSY, f"{Path(folder)} overlaps {other[0]}, which is in use by another galvae process: "
-            f"{_describe(other[1])}. Wait for it to finish (or stop it), then rerun")
     return path
 
 
