@@ -293,7 +293,7 @@ def test_training_on_a_full_disk_stops_clearly_and_resumes_to_the_same_model(tmp
 
 # ---- 5. lost workers ------------------------------------------------------------------------------
 
-@pytest.mark.slow  # two grids on a local cluster: ~25 s on 2 idle cores, minutes on busy ones
+@pytest.mark.slow  # two grids on a local cluster of 2 workers
 def test_a_grid_survives_a_worker_killed_mid_cell(dataset, tmp_path):
     psutil = pytest.importorskip("psutil")
     from galvae.select import select_grid
