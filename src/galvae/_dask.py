@@ -64,14 +64,18 @@ def make_client(scheduler: str | None = None, cluster: str | None = None, worker
     if scheduler:
         return Client(scheduler)
     if cluster == "slurm":
-        return Client(_slurm_cluster(workers or 4, slurm_memory))
+        client = Client(_slurm_cluster(workers or 4, slurm_memory))
+        log.info("Dask scheduler %s, dashboard %s", client.scheduler.address, client.dashboard_link)
+        return client
     if cluster not in (None, "local"):
         raise ValueError(f"cluster must be None, 'local' or 'slurm', got {cluster!r}")
     n = workers or os.cpu_count() or 1
     # host binds the scheduler, the nannies and the workers; port 0 is any free port (with None,
     # distributed still takes 8787 and warns when another cluster holds it), on the same address
-    return Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host=_listen,
-                               dashboard_address=f"{_bracketed(_listen)}:0", silence_logs=logging.WARNING))
+    client = Client(LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host=_listen,
+                                 dashboard_address=f"{_bracketed(_listen)}:0", silence_logs=logging.WARNING))
+    log.info("Dask dashboard: %s", client.dashboard_link)
+    return client
 
 
 def _slurm_cluster(jobs: int, memory: str):
@@ -90,7 +94,10 @@ def _slurm_cluster(jobs: int, memory: str):
     cores = conf.get("cores") or 1
     defaults = {"cores": cores, "memory": memory, "processes": cores}  # single-threaded workers, as locally
     kwargs = {k: v for k, v in defaults.items() if conf.get(k) is None}
-    slurm = SLURMCluster(scheduler_options=slurm_scheduler_options(conf), **kwargs)
+    extra = list(conf.get("worker-extra-args") or [])
+    if not any("dashboard" in str(a) for a in extra):  # a node's worker dashboard listens on all its interfaces
+        extra.append("--no-dashboard")
+    slurm = SLURMCluster(scheduler_options=slurm_scheduler_options(conf), worker_extra_args=extra, **kwargs)
     slurm.scale(jobs=jobs)
     return slurm
 
