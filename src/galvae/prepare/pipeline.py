@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, write_text
 from .._dask import close_client, make_client, run_tasks
 from ..sources.sdss import find_spectrum_files, read_spectra
 from . import dataset as ds
@@ -415,7 +415,7 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
             shutil.rmtree(out)  # different inputs or config: start over (_check_out_folder: ours or empty)
     staging = out / STAGING
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "inputs.json").write_text(json.dumps({"digest": digest, "n_files": len(paths)}))
+    write_text(staging / "inputs.json", json.dumps({"digest": digest, "n_files": len(paths)}))
 
     chunks = [paths[i:i + cfg.files_per_task] for i in range(0, len(paths), cfg.files_per_task)]
     client = make_client(scheduler, cluster, workers)
