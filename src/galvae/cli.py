@@ -186,16 +186,17 @@ def _cmd_select(args) -> int:
                          needed=conditions_needed(condition_sets),
                          patience=args.patience, time_limit=args.time_limit, scheduler=args.scheduler,
                          cluster=None if args.cluster == "local" else args.cluster, workers=args.workers,
-                         progress=not args.quiet)
+                         progress=not args.quiet, refine_steps=args.refine_steps, warm_start=args.warm_start,
+                         n_iwae=args.n_iwae)
     print(f"{result.n_done} cells done, {result.n_failed} failed, in {result.seconds:.0f} s; table: "
           f"{Path(args.out) / 'grid.ecsv'}")
     if result.best:
         b = result.best
         print(f"best by mean BIC: {b.get('conditions_label')} d={b.get('d')} (k={b.get('k')}), "
               f"BIC {b.get('bic_mean'):.1f} ± {b.get('bic_seed_std'):.1f} over seeds, model {b.get('model_dir')}")
-        r = (b.get("other_criteria") or {}).get("bic_best_restart")
+        r = b.get("one_se")
         if r:
-            print(f"best by BIC of each model's best-validation seed (recommended): {r.get('conditions_label')} "
+            print(f"recommended (one-standard-error rule on paired BIC differences): {r.get('conditions_label')} "
                   f"d={r.get('d')} (k={r.get('k')}), BIC {r.get('bic_mean'):.1f}, model {r.get('model_dir')}")
     return 0 if result.n_done else 1
 
@@ -387,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'all' (16 subsets of logmstar, logsfr, logssfr, metallicity) or e.g. none,logmstar,logmstar+logsfr")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     p.add_argument("--arch", default="compact", choices=["compact", "paper"])
+    p.add_argument("--refine-steps", type=int, default=None,
+                   help="Adam steps refining each test spectrum's latent to its maximum likelihood, for BIC "
+                        "(default 40; 0: BIC at the encoder's posterior mean)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="train each condition set and seed in increasing d, each model starting from the "
+                        "previous one: fewer epochs per cell on a big survey")
+    p.add_argument("--n-iwae", type=int, default=16, help="importance samples of the IWAE bound (default 16)")
     _add_training_length_options(p)
     _add_dask_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

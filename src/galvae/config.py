@@ -48,6 +48,8 @@ class SelectSection:
     epochs: int = 15
     patience: int = 6
     time_limit: float | None = None     # seconds of training per cell; None: the epoch budget alone
+    refine_steps: int | None = None     # latent refinement for BIC's maximised likelihood; None: the default
+    warm_start: bool = False            # each d starts from the trained d - 1 model (big surveys)
 
 
 @dataclass

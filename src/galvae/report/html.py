@@ -324,11 +324,29 @@ def selection_section(select_dir) -> str:
     best = _read_json(s / "best.json")
     counts = best or (dict(Table.read(s / "grid.ecsv").meta) if (s / "grid.ecsv").exists() else {})
     body.append(missing_conditions_sentence(counts))
-    for name, number in (("bic_grid", "Figure 2"), ("bic_vs_d", "Figure 2b")):
+    captions = {"bic_grid": FIGURE_CAPTIONS["fig2_bic"][1], "bic_vs_d": "Test-set BIC against the latent size d.",
+                "bic_one_se": "Plain VAEs: each model's BIC minus the lowest, paired over the same test spectra, "
+                              "with its standard error (test spectra and seeds); the one-standard-error rule keeps "
+                              "the fewest parameters among the filled points."}
+    for name, number in (("bic_grid", "Figure 2"), ("bic_vs_d", "Figure 2b"), ("bic_one_se", "Figure 2c")):
         p = s / "figures" / f"{name}.png"
         if p.exists():
-            body.append(figure_html(p, number, FIGURE_CAPTIONS["fig2_bic"][1] if name == "bic_grid"
-                                    else "Test-set BIC against the latent size d."))
+            body.append(figure_html(p, number, captions[name]))
+    one = (best or {}).get("one_se")
+    if one:
+        lowest = one["lowest"]
+        body.append(
+            f"<p><b>Recommended: {esc(one['conditions_label'])}, d = {one['d']}</b> (k = {one['k']}, mean BIC "
+            f"{one['bic_mean']:.1f}). Rule: {esc(one['definition'])}. The lowest mean BIC is "
+            f"{esc(lowest['conditions_label'])}, d = {lowest['d']} ({lowest['bic_mean']:.1f}). BIC uses ln L at each "
+            f"test spectrum's maximum-likelihood latent.</p>")
+        steps = [r for r in (best.get("paired") or {}).get("steps", []) if r["conditions_label"] == "vae"]
+        if steps:
+            body.append("<h3>Plain VAE: each step in d, paired over the test spectra</h3>" + table_html(
+                ["step", "ΔBIC", "SE (spectra)", "SE (seeds)", "SE", "ΔBIC / SE"],
+                [[f"d {r['d_from']} → {r['d_to']}", f"{r['mean']:.2f}", f"{r['se_spectra']:.2f}",
+                  f"{r['se_seeds']:.2f}", f"{r['se']:.2f}", f"{r['mean'] / r['se']:.1f}" if r["se"] else ""]
+                 for r in steps], num_cols={1, 2, 3, 4, 5}))
     if best:
         body.append("<h3>Best model (the paper's rule: lowest mean BIC over seeds)</h3>"
                     + kv_table((k, v) for k, v in best.items() if not isinstance(v, (dict, list))))
