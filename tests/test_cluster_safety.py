@@ -22,6 +22,7 @@ from galvae._atomic import TMP_PREFIX, DiskFullError
 from galvae._jsonio import DamagedFileError
 from galvae.prepare import PrepareConfig, open_dataset, prepare_dataset
 from galvae.prepare.dataset import DamagedStoreError, take_rows
+from galvae.select.grid import TIMING_COLUMNS
 
 from conftest import write_spec_file
 
@@ -248,7 +249,7 @@ def test_a_damaged_cell_json_names_the_file_and_a_rerun_rescores_the_cell(datase
         select_grid(dataset, tmp_path / "g", **grid)
     assert str(cell_json) in str(err.value)
     again = select_grid(dataset, tmp_path / "g", **grid)
-    keep = [c for c in first.table.colnames if c != "train_seconds"]
+    keep = [c for c in first.table.colnames if c not in TIMING_COLUMNS]
     assert [tuple(r[c] for c in keep) for r in again.table] == [tuple(r[c] for c in keep) for r in first.table]
 
 
@@ -344,5 +345,5 @@ def test_a_grid_survives_a_worker_killed_mid_cell(dataset, tmp_path):
     assert not psutil.pid_exists(killed[0][0])
     undisturbed = select_grid(dataset, tmp_path / "calm", **grid)
     assert hit.n_done == 4 and hit.n_failed == 0
-    keep = [c for c in hit.table.colnames if c != "train_seconds"]
+    keep = [c for c in hit.table.colnames if c not in TIMING_COLUMNS]
     assert [tuple(r[c] for c in keep) for r in hit.table] == [tuple(r[c] for c in keep) for r in undisturbed.table]
