@@ -164,7 +164,11 @@ def _cmd_run(args) -> int:
     from .run import run
 
     cfg = load_config(args.preset, args.config, source=args.source, spectra=args.spectra, catalog=args.catalog,
-                      dataset=args.data, workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
+                      dataset=args.data, workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+                      listen=args.listen)
+    from . import _dask
+
+    _dask.set_listen_address(cfg.listen)
     if cfg.source == "sdss" and not cfg.catalog and not cfg.dataset:
         log.warning("no --catalog: physical properties will be NaN, CVAEs and MI cannot run")
     report = run(args.out, cfg, progress=not args.quiet)
@@ -238,6 +242,9 @@ def _add_dask_options(p) -> None:
                    help="address of a running Dask scheduler to join, or 'sync' to run in this process")
     p.add_argument("--cluster", choices=["local", "slurm"], default=None,
                    help="start a local cluster (default) or SLURM workers via dask-jobqueue")
+    p.add_argument("--listen", default=None, metavar="ADDRESS",
+                   help="address the Dask scheduler, workers and dashboard bind (default 127.0.0.1: nothing "
+                        "reachable from other machines; docs/cluster_safety.md)")
 
 
 def _positive_int(text: str) -> int:
@@ -417,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that write into --out: each holds the folder's lock while it runs (galvae._lock)
+WRITERS = ("prepare", "train", "select", "run")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -426,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command in WRITERS:  # one writer per output folder: a second one stops here, at once
+            from . import _dask
+            from ._lock import folder_lock
+
+            _dask.set_listen_address(getattr(args, "listen", None))
+            with folder_lock(args.out, f"galvae {args.command}"):
+                return args.func(args)
         return args.func(args)
     except (OSError, ValueError) as exc:  # bad arguments or unreadable inputs: say which, exit 2
         print(f"error: {exc}", file=sys.stderr)

@@ -69,6 +69,7 @@ class RunConfig:
     workers: int | None = None          # Dask workers (default: one per core)
     scheduler: str | None = None        # address of a running Dask scheduler
     cluster: str = "local"              # 'local' or 'slurm'
+    listen: str = "127.0.0.1"           # address the Dask servers bind (docs/cluster_safety.md)
     mock: MockSection = field(default_factory=MockSection)
     prepare: PrepareSection = field(default_factory=PrepareSection)
     select: SelectSection = field(default_factory=SelectSection)

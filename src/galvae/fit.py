@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._jsonio import to_jsonable, write_json as _write_json
+from ._atomic import atomic_write
+from ._jsonio import damaged, to_jsonable, write_json as _write_json
 from . import __version__
 from . import likelihood as lk
 from .models import PCA, load_model, save_weights
@@ -191,9 +191,7 @@ def training_basis(dataset, rows: np.ndarray, k: int):
 # ---------------------------------------------------------------------------------------------------
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 
@@ -201,12 +199,13 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+            w.writeheader()
+            w.writerows(history)
+
+    atomic_write(path, write)
 
 
 def _rng_states() -> dict:
@@ -227,7 +226,11 @@ def _save_checkpoint(out: Path, model, opt, state: TrainState, batch_gen: torch.
 
 
 def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device, best: BestWeights) -> TrainState:
-    ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    try:
+        ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated or overwritten: resuming from it is impossible, and guessing is wrong
+        raise damaged(out / CHECKPOINT, exc, "Rerun the same command (galvae train --resume, or galvae select "
+                      "for a grid's cell): the model is trained again from the start", aside=True) from exc
     if "best_model" in ck:
         best.state = ck["best_model"]
     elif (out / LEGACY_BEST).exists():
@@ -682,7 +685,5 @@ def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples:
 
 def _write_table(table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
     fmt = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv"}.get(path.suffix.lower())
-    table.write(tmp, overwrite=True, format=fmt or "fits")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, overwrite=True, format=fmt or "fits"))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import write_text
 from .config import RunConfig
 from .select.report import lowest_val_loss
 
@@ -108,7 +109,7 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
 
     out = Path(out_dir).resolve()  # artifacts refer to each other by path: make them cwd-independent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
+    write_text(out / "config.json", cfg.to_json())
     timings: dict = {}
     dask = dict(scheduler=cfg.scheduler, cluster=cfg.cluster,
                 workers=cfg.workers)
@@ -145,5 +146,5 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     with _stage("report", timings):
         report = write_report(out, data, out / "analysis", select_dir=out / "select",
                               config={**cfg.to_dict(), "stage_seconds": timings})
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    write_text(out / "timings.json", json.dumps(timings, indent=2))
     return Path(report)

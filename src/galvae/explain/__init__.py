@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._jsonio import write_json as _write_json
 from ..prepare.dataset import take_rows
 from .rotation import LatentRotation
@@ -129,15 +130,11 @@ class _Stamps:
 
 
 def _write_ecsv(table, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
 
 
 def _savez(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,14 +20,11 @@ log = logging.getLogger(__name__)
 
 def write_fits(table, path) -> Path:
     """Write a table as FITS atomically (temporary file, then rename)."""
-    import os
+    from .._atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, overwrite=True, format="fits")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: table.write(tmp, overwrite=True, format="fits"))
 
 
 def with_plain_ids(dataset):

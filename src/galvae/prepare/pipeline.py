@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write, write_text
 from .._dask import close_client, make_client, run_tasks
 from ..sources.sdss import find_spectrum_files, read_spectra
 from . import dataset as ds
@@ -50,9 +51,7 @@ def chunk_path(staging, index: int) -> Path:
 
 def _savez_atomic(target: Path, **arrays) -> None:
     """np.savez to a temporary name, then rename: a reader never sees half a file."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: np.savez(tmp, **arrays))
 
 
 @dataclass
@@ -416,7 +415,7 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
             shutil.rmtree(out)  # different inputs or config: start over (_check_out_folder: ours or empty)
     staging = out / STAGING
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "inputs.json").write_text(json.dumps({"digest": digest, "n_files": len(paths)}))
+    write_text(staging / "inputs.json", json.dumps({"digest": digest, "n_files": len(paths)}))
 
     chunks = [paths[i:i + cfg.files_per_task] for i in range(0, len(paths), cfg.files_per_task)]
     client = make_client(scheduler, cluster, workers)
@@ -477,7 +476,8 @@ def _create_arrays(out: Path, n_rows: int, cfg: PrepareConfig) -> None:
         return  # resuming pass 2
     chunks = (cfg.rows_per_chunk, cfg.n_pix)
     for name, dtype in (("flux", "float32"), ("ivar", "float32"), ("filled", "bool")):
-        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True)
+        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True,
+                          **ds.checksummed())
 
 
 def _gather_staged(staging: Path, n_chunks: int) -> tuple[dict, np.ndarray]:
@@ -538,11 +538,11 @@ def _stored_property(name: str, column) -> np.ndarray:
 def _write_column(group, name: str, values: np.ndarray) -> None:
     """A 1-D column; text as Zarr's variable-length UTF-8 strings (a specified v3 data type)."""
     if values.dtype.kind in "USO":
-        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True)
+        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True, **ds.checksummed())
         if values.size:
             arr[:] = values.astype(str).astype(object)
     else:
-        group.create_array(name, data=values, overwrite=True)
+        group.create_array(name, data=values, overwrite=True, **ds.checksummed())
 
 
 def reason_category(reason: str) -> str:
@@ -560,10 +560,10 @@ def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str
     meta, rejects = _gather_staged(staging, len(counts))
     root = zarr.open_group(str(out), mode="a")
     grid = log_grid(cfg.n_pix, cfg.wave_min, cfg.wave_max)
-    root.create_array("wave", data=grid, overwrite=True)
-    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True)
+    root.create_array("wave", data=grid, overwrite=True, **ds.checksummed())
+    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True, **ds.checksummed())
     split = ds.split_of(meta["id"], cfg.split_fractions)
-    root.create_array("split", data=split, overwrite=True).attrs["codes"] = list(ds.SPLIT_CODES)
+    root.create_array("split", data=split, overwrite=True, **ds.checksummed()).attrs["codes"] = list(ds.SPLIT_CODES)
     props, match_stats = _properties(meta["id"], meta, catalog)
     g = root.require_group("props")
     for name in props.colnames:

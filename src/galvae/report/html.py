@@ -13,10 +13,11 @@ import datetime as _dt
 import html
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -614,9 +615,7 @@ the network. Analysis: {esc(a)}.</footer>
     out = Path(out_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    tmp = path.with_name(".tmp-index.html")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, page)
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

@@ -226,13 +226,9 @@ def summarise_scores(scores: dict) -> dict:
 
 def save_scores(path, scores: dict) -> None:
     """Write the per-spectrum arrays as .npz, atomically."""
-    import os
-    from pathlib import Path
+    from .._atomic import atomic_write
 
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **scores)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **scores))
 
 
 def load_scores(path) -> dict:

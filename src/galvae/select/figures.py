@@ -23,8 +23,12 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    _pyplot().close(fig)
+    from .._atomic import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"))
+    finally:
+        _pyplot().close(fig)
     return path
 
 

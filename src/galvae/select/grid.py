@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._jsonio import to_jsonable, write_json as _write_json
+from .._atomic import DiskFullError, atomic_write
+from .._jsonio import read_json, to_jsonable, write_json as _write_json
 from .. import _dask
 from ..models.conditions import CONDITIONS, rows_with_conditions
 from .cells import Cell, grid_cells, parse_conditions, parse_latent
@@ -209,10 +210,16 @@ def failed_row(cell: Cell, error: str) -> dict:
     return row
 
 
+def _read_summary(path: Path) -> dict:
+    # a damaged cell.json is moved aside, so that rerunning the grid scores the cell again
+    return read_json(path, "Rerun `galvae select` with the same options: it scores this cell again from its "
+                     "trained model", aside=True)
+
+
 def _is_scored(cell_dir: Path) -> bool:
     """The cell has a cell.json of the current scoring."""
     path = cell_dir / CELL_SUMMARY
-    return path.exists() and json.loads(path.read_text()).get("scores_version") == SCORES_VERSION
+    return path.exists() and _read_summary(path).get("scores_version") == SCORES_VERSION
 
 
 def run_chain(source, cells_dir: str, chain: list, needed: tuple, fit_kwargs: dict, torch_threads: int | None = None,
@@ -265,6 +272,8 @@ def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict
                               "scores_version": SCORES_VERSION})
         (cell_dir / CELL_ERROR).unlink(missing_ok=True)
         return row
+    except DiskFullError:  # not this cell's fault: every cell after it would fail the same way
+        raise
     except Exception as exc:  # noqa: BLE001 - a failed cell is recorded, never fatal to the grid
         error = f"{type(exc).__name__}: {exc}"
         log.warning("cell %s failed: %s", cell.name, error)
@@ -306,8 +315,9 @@ def stored_row(cells_dir: Path, cell: Cell) -> dict:
     """A cell's row from its files: done (cell.json), failed (error.json) or pending."""
     d = cells_dir / cell.name
     if _is_scored(d):  # rebuilt from the files, so that a newer table layout reads older cells
-        metrics = json.loads((d / "metrics.json").read_text())
-        return finished_row(cell, metrics, json.loads((d / CELL_SUMMARY).read_text())["extra"])
+        metrics = read_json(d / "metrics.json", f"Delete {d} and rerun `galvae select` with the same options: "
+                            "it trains this cell again")
+        return finished_row(cell, metrics, _read_summary(d / CELL_SUMMARY)["extra"])
     if (d / CELL_ERROR).exists():
         return failed_row(cell, json.loads((d / CELL_ERROR).read_text())["error"])
     row = _base_row(cell)
@@ -331,9 +341,7 @@ def grid_table(rows: list[dict]):
 
 
 def write_table(table, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
 
 
 def _grid_settings(view_digest, needed, arch, fit_kwargs, n_iwae, refine_steps, warm_start) -> dict:
@@ -497,7 +505,7 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     cells_dir = out / CELLS
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(latent, condition_sets, seeds)
-    todo = [c for c in cells if not _is_scored(cells_dir / c.name)]
+    todo = [c for c in cells if not _is_scored(cells_dir / c.name)]  # a damaged cell.json stops the grid here
     log.info("grid: %d cells (%d d × %d condition sets × seeds), %d to train, on %d spectra (%d test; %d dropped "
              "for missing conditions: %s, by condition %s)", len(cells), len(latent), len(condition_sets), len(todo),
              counts["n_spectra"], counts["n_test"], counts["n_dropped_missing_conditions"], counts["split_dropped"],
@@ -570,6 +578,8 @@ def _torch_threads(client, scheduler=None, cluster=None) -> int | None:
 
 def _record_lost_task(cells_dir: Path, chain: list, exc: Exception) -> list[dict]:
     """A task that died with its worker (out of memory, killed): record its unfinished cells as failed."""
+    if isinstance(exc, DiskFullError):
+        raise exc
     error = f"{type(exc).__name__}: {exc}"
     rows = []
     for cell in chain:

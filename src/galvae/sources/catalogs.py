@@ -964,5 +964,7 @@ def join_catalog_files(out, gswlc=(), mpajhu=None, specobj=None) -> tuple[Table,
                for line, reason in t.meta.get("rejects", [])]
     props, stats = catalog_properties(gswlc=gswlc_tables or None, mpajhu=mpajhu_table, specobj=specobj_table)
     props.meta.pop("catalog_stats", None)  # nested: not a FITS header card; the counts are returned
-    props.write(out, overwrite=True)
+    from .._atomic import atomic_write
+
+    atomic_write(out, lambda tmp: props.write(tmp, overwrite=True))  # the format follows out's extension
     return props, stats, skipped
