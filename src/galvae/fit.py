@@ -578,9 +578,10 @@ def fit_pca(dataset, out_dir, n_components: int, weighted: bool = False, n_iter:
 # encoding a dataset
 # ---------------------------------------------------------------------------------------------------
 
-def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples: int = 8,
+def encode_dataset(model_dir, dataset, out_path=None, device: str = "cpu", n_samples: int = 8,
                    batch_size: int = 1024, progress: bool = True):
-    """Encode every spectrum of ``dataset`` and write a latent catalogue (FITS, ECSV, … by extension).
+    """Encode every spectrum of ``dataset`` and write a latent catalogue (FITS, ECSV, … by extension;
+    ``out_path=None`` writes nothing).
 
     Columns: id, z, split, mu_1..d, sigma_1..d, chi2_per_pixel, ln_likelihood, elbo, n_good. Rows
     lacking a condition the model needs get NaN. Returns the astropy Table written.
@@ -625,8 +626,9 @@ def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples:
         table[k] = v
     table.meta.update({"MODELDIR": str(model_dir), "KIND": model.config.get("kind"), "LATDIM": d,
                        "CONDS": ",".join(names), "NOCOND": int((~keep).sum())})  # FITS-safe keys
-    _write_table(table, Path(out_path))
-    log.info("encoded %d spectra (%d lacked conditions) → %s", len(rows), int((~keep).sum()), out_path)
+    if out_path is not None:  # None: the caller (the Python API, explain) only wants the table
+        _write_table(table, Path(out_path))
+    log.info("encoded %d spectra (%d lacked conditions) → %s", len(rows), int((~keep).sum()), out_path or "a table")
     return table
 
 
