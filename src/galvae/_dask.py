@@ -82,7 +82,7 @@ def run_tasks(client, fn: Callable, args_list: Iterable[tuple], desc: str, progr
     a task that raises (or whose worker dies) gives ``on_error(args, exc)``'s value instead of
     stopping the run.
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     args_list = list(args_list)
     results = []

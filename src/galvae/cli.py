@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    # Off a terminal the progress bars give way to one line per stage (galvae._progress): show those lines.
+    logging.getLogger("galvae.progress").setLevel(logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -362,7 +362,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
              config["n_parameters"], dev, *("in memory" if d.resident else "streamed" for d in (train, val)))
 
     status = "done"
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     with tqdm(total=total_steps, initial=state.step, disable=not progress, unit="batch",
               desc=f"fit {arch} d={cfg.latent_dim}") as bar:
@@ -587,7 +587,7 @@ def encode_dataset(model_dir, dataset, out_path=None, device: str = "cpu", n_sam
     lacking a condition the model needs get NaN. Returns the astropy Table written.
     """
     from astropy.table import Table
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     model = load_model(model_dir, device=device)
     names = model.condition_names

@@ -201,7 +201,7 @@ def _shap_sets(dataset, n_background: int, n_explain: int, seed: int):
 
 
 def _cvae_traversals(cvae_dirs, dataset, progress):
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     from ..models import load_model
     from ..models.conditions import rows_with_conditions

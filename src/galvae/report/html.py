@@ -73,6 +73,7 @@ FIGURE_CAPTIONS = {
                   "(red: pushes D_j up; blue: down), its spectrum in grey. C: mean |SHAP| over the "
                   "explained spectra, log scale.")),
     "explained_variance": ("", "Share of the latent variance carried by each D_j."),
+    "unusual_spectra": ("Figure 7", "The most unusual test spectra beside their reconstructions."),
 }
 
 
@@ -501,6 +502,19 @@ def catalog_section(a: Path, summary: dict) -> str:
     body = [("<p><code>analysis/latents.fits</code> holds every spectrum's id, z, split, D1…Dd, the raw "
              "posterior means and standard deviations, χ²/pixel, ln L and the ELBO (low ELBO: the model "
              "explains the spectrum poorly, an outlier score).</p>")]
+    unusual = summary.get("unusual") or []
+    if unusual:
+        body.append("<h3>The most unusual test spectra</h3><p>Ranked by the outlier score: the percentile of "
+                    "each spectrum's ELBO among the training spectra of similar S/N (<code>outlier_percentile"
+                    "</code>; 5 means 95 % of training spectra of that S/N are explained better). The same score "
+                    "ranks spectra of your own: <code>galvae encode --model DIR --spectra FILES…</code>.</p>")
+        fig = a / "figures" / "unusual_spectra.png"
+        if fig.exists():
+            body.append(figure_html(fig, "Figure 7", "The most unusual test spectra (black; grey where a pixel was "
+                                    "bad and filled, not scored) and the model's reconstruction (red)."))
+        body.append(table_html(("id", "outlier percentile", "S/N", "χ²/pixel", "ELBO (nats)"),
+                               [(u["id"], u["outlier_percentile"], u["sn_median"], u["chi2_per_pixel"], u["elbo"])
+                                for u in unusual], num_cols={1, 2, 3, 4}))
     out = summary.get("outliers") or []
     if out:
         body.append("<h3>The worst-explained spectra (lowest ELBO)</h3>" + table_html(
@@ -516,31 +530,130 @@ def catalog_section(a: Path, summary: dict) -> str:
     return section("catalogue", "The latent catalogue", "".join(body))
 
 
-def glance_section(summary: dict, rotation: dict, select_dir) -> str:
-    """The findings in a few lines: best model, variance shares, what each D tracks, SHAP fidelity."""
+def _strength(track: dict) -> str:
+    """How a latent relates to its best property, in words: from the MI's significance and |Spearman ρ|."""
+    mi, err, rho = (float(track.get(k, np.nan)) for k in ("mi", "mi_err", "rho"))
+    if not (np.isfinite(mi) and mi > 2 * (err if np.isfinite(err) else 0.0)):
+        return "weakly at best"
+    r = abs(rho) if np.isfinite(rho) else 0.0
+    return "closely" if r >= 0.7 else "moderately" if r >= 0.4 else "weakly"
+
+
+def _tracks_sentence(tracks, ratios, what: str) -> str:
+    parts = []
+    for j, t in enumerate(tracks):
+        share = f" ({100 * ratios[j]:.0f}% of the latent variance)" if j < len(ratios) else ""
+        if not t.get("property"):
+            parts.append(f"{esc(t['latent'])}{share} follows no {what} clearly")
+            continue
+        sign = "rises" if float(t.get("rho", 0) or 0) >= 0 else "falls"
+        parts.append(f"{esc(t['latent'])}{share} {sign} with {esc(t['property'])}, {_strength(t)} "
+                     f"(MI {fmt(t['mi'], 2)} ± {fmt(t.get('mi_err'), 1)} nats, Spearman ρ {fmt(t.get('rho'), 2)})")
+    return "; ".join(parts) + "."
+
+
+def _selection_sentences(best: dict) -> list[str]:
+    """How many latents the BIC chose, among what, and how sure (the runner-up's paired difference)."""
+    if not best or best.get("d") is None:
+        return []
+    label = best.get("conditions_label") or "vae"
+    kind = "a plain VAE" if label == "vae" else f"a CVAE conditioned on {esc(label.replace('+', ', '))}"
+    ranking = best.get("ranking") or []
+    first = (f"The BIC chose <b>d = {best['d']} latent variables</b> ({kind}), the lowest mean test BIC of "
+             f"{len(ranking) or 'the'} models compared")
+    seeds = best.get("bic_by_seed") or {}
+    first += f" ({len(seeds)} seed{'s' if len(seeds) != 1 else ''} each)." if seeds else "."
+    out = [first]
+    diff = best.get("runner_up_paired_difference") or {}
+    if len(ranking) > 1 and diff.get("stderr"):
+        r = ranking[1]
+        runner = f"d = {r.get('d')}" + ("" if r.get("conditions_label") == "vae" else f" with {esc(r.get('conditions_label'))}")
+        z = float(diff["mean"]) / float(diff["stderr"])
+        sure = ("a clear preference" if z >= 3 else "a preference, but not a decisive one" if z >= 1
+                else "no real preference: the two are within their noise")
+        out.append(f"The runner-up, {runner}, scores {fmt(diff['mean'], 3)} ± {fmt(diff['stderr'], 2)} higher per "
+                   f"test spectrum (paired over {fmt(diff.get('n'))} test spectra, {z:.1f} standard errors): {sure}.")
+    std = best.get("bic_seed_std")
+    if isinstance(std, (int, float)) and np.isfinite(std) and len(seeds) > 1:
+        out.append(f"Over seeds, the chosen model's BIC spreads by {fmt(std, 3)}.")
+    restart = (best.get("other_criteria") or {}).get("bic_best_restart") or {}
+    if restart.get("d") is not None and (restart.get("d"), restart.get("conditions_label")) != (best["d"], label):
+        out.append(f"Taking each model's best-validation seed instead would choose d = {restart['d']} "
+                   f"({esc(restart.get('conditions_label'))}).")
+    return out
+
+
+def _prediction_sentence(summary: dict) -> str:
+    """How well the latents predict each property, when the analysis measured it (R² per property)."""
+    scores = summary.get("prediction") or summary.get("r2") or {}
+    if isinstance(scores, dict) and "properties" in scores:
+        scores = scores["properties"]
+    rows = ([(k, v.get("r2") if isinstance(v, dict) else v) for k, v in scores.items()] if isinstance(scores, dict)
+            else [(r.get("property"), r.get("r2")) for r in scores if isinstance(r, dict)])
+    rows = [(k, float(v)) for k, v in rows if k and isinstance(v, (int, float)) and np.isfinite(v)]
+    if not rows:
+        return ""
+    rows.sort(key=lambda kv: -kv[1])
+    return ("From the latents alone, held-out " + ", ".join(f"{esc(k)} is predicted with R² = {v:.2f}" for k, v in rows)
+            + ".")
+
+
+def glance_section(summary: dict, rotation: dict, select_dir, model_cfg: dict | None = None,
+                   metrics: dict | None = None, attrs: dict | None = None) -> str:
+    """The findings in a few sentences with their numbers: the data, how many latents and how sure, the
+    model, what each D tracks, how well the latents predict the properties, the most unusual spectra."""
     if not summary:
         return ""
+    model_cfg, metrics, attrs = model_cfg or {}, metrics or {}, attrs or {}
     items = []
+    counts = attrs.get("counts") or {}
+    if counts.get("files"):
+        split = counts.get("split") or {}
+        items.append(f"{fmt(counts.get('kept'))} spectra of {fmt(counts['files'])} files were kept "
+                     f"({fmt(split.get('train', 0))} to train, {fmt(split.get('val', 0))} to stop training, "
+                     f"{fmt(split.get('test', 0))} to score); {fmt(counts.get('rejected', 0))} were rejected, each "
+                     "with its reason (below).")
     best = _read_json(Path(select_dir) / "best.json") if select_dir else {}
-    if best:
-        items.append("Lowest BIC: " + ", ".join(f"{esc(k)} = {fmt(v) if _is_num(v) else esc(v)}"
-                                                for k, v in best.items() if not isinstance(v, (dict, list))))
+    items += _selection_sentences(best)
+    m = model_cfg.get("model") or {}
+    if m:
+        status = {"done": "all its epochs", "early_stopped": "early stopping", "time_limit": "its time limit",
+                  "diverged": "a diverging loss"}.get(model_cfg.get("status"), model_cfg.get("status") or "?")
+        text = (f"The model analysed here is a {esc(m.get('arch'))} VAE with d = {m.get('latent_dim')} "
+                f"(<code>{esc(Path(str(summary.get('model_dir', ''))).name)}</code>), trained until {esc(status)}")
+        chi2 = (metrics.get("chi2_per_pixel") or {}).get("mean")
+        if chi2 is not None:
+            text += (f"; on {fmt(metrics.get('n_test'))} test spectra its reconstructions reach χ²/pixel "
+                     f"{fmt(chi2, 3)} (1 would be the noise alone)")
+        items.append(text + ".")
     ratios = rotation.get("explained_variance_ratio", [])
-    if ratios:
-        items.append("Variance carried: " + ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(ratios)))
-    for key, what in (("mutual_information", "catalogue property"), ("truth", "true parameter")):
-        tracks = (summary.get(key) or {}).get("tracks") or []
-        if tracks:
-            items.append(f"Most informative {what} per latent: " + "; ".join(
-                f"{esc(t['latent'])} ↔ {esc(t['property'])} (MI {fmt(t['mi'], 2)} nats, ρ {fmt(t['rho'], 2)})"
-                for t in tracks if t.get("property")))
+    tracks = (summary.get("mutual_information") or {}).get("tracks") or []
+    if tracks:
+        items.append("Of the catalogue's properties, " + _tracks_sentence(tracks, ratios, "catalogue property"))
+    elif ratios:
+        items.append("The latent variance splits " + ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(ratios))
+                     + ".")
+    truth = (summary.get("truth") or {}).get("tracks") or []
+    if truth:
+        items.append("Against the mock's true parameters, " + _tracks_sentence(truth, [], "true parameter"))
+    prediction = _prediction_sentence(summary)
+    if prediction:
+        items.append(prediction)
+    unusual = summary.get("unusual") or []
+    if unusual:
+        u = unusual[0]
+        worse = 100 - float(u["outlier_percentile"])
+        items.append(f"The most unusual test spectrum, {esc(u['id'])}, is explained worse than "
+                     f"{worse:.{1 if worse > 99 else 0}f}% of training spectra of similar S/N "
+                     f"(χ²/pixel {fmt(u['chi2_per_pixel'], 3)}); it and the next {len(unusual) - 1} are drawn beside "
+                     "their reconstructions in the latent catalogue section.")
     fid = (summary.get("shap") or {}).get("fidelity") or {}
-    if fid:
-        items.append(f"SHAP additivity: max relative error {fmt(fid.get('max_relative_error'), 2)} "
-                     f"(tolerance {fmt(fid.get('tolerance'), 2)})")
+    if fid.get("max_relative_error") is not None:
+        items.append(f"The SHAP attributions add up to the latents within a relative error of "
+                     f"{fmt(fid.get('max_relative_error'), 2)} (tolerance {fmt(fid.get('tolerance'), 2)}).")
     if not items:
         return ""
-    return section("glance", "At a glance", "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+    return section("glance", "At a glance", "".join(f"<p>{i}</p>" for i in items))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -564,7 +677,7 @@ def write_report(out_dir, dataset_path, analysis_dir, select_dir=None, config=No
     metrics = _read_json(Path(model_dir) / "metrics.json") if model_dir else {}
 
     sections = [
-        glance_section(summary, rotation, select_dir),
+        glance_section(summary, rotation, select_dir, model_cfg, metrics, attrs),
         provenance_section(attrs, config, summary, model_cfg, metrics),
         tally_section(attrs, rejects),
         selection_section(select_dir),

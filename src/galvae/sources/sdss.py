@@ -276,7 +276,7 @@ def read_spectra(
     ``workers`` > 1 reads chunks of files in worker processes (``None``: one per core). With
     ``require_good_pixels`` a readable file whose pixels are all bad is a reject, not a spectrum.
     """
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     paths = [str(p) for p in paths]
     n_workers = os.cpu_count() or 1 if workers is None else max(1, int(workers))
