@@ -1,4 +1,4 @@
-"""The Dask plumbing every fanned-out stage shares (DESIGN.md §5): make a client, run tasks on it.
+"""The Dask plumbing every fanned-out stage shares (docs/design.md §5): make a client, run tasks on it.
 
 ``scheduler='sync'`` runs tasks in this process (no Dask, for tests and debugging); an address joins a
 running scheduler; ``cluster='slurm'`` starts workers through dask-jobqueue; otherwise a local cluster

@@ -1,4 +1,4 @@
-"""The ``galvae`` command line: one verb per pipeline stage (DESIGN.md §1).
+"""The ``galvae`` command line: one verb per pipeline stage (docs/design.md §1).
 
 Each verb parses its options, calls the stage's plain Python function, prints a tally, and returns
 an exit status: 0 success, 1 when nothing usable remains (or ``--strict`` and something was rejected),

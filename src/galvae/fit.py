@@ -1,6 +1,6 @@
 """Train one model on one dataset, evaluate it on ``test``, and encode datasets with it.
 
-:func:`fit` trains a VAE/CVAE (DESIGN.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
+:func:`fit` trains a VAE/CVAE (docs/design.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
 early stopping on ``val``, the best weights kept, an atomic checkpoint every epoch that ``resume=True``
 continues from exactly, and a NaN guard. Each split is a :class:`galvae.splits.Split`: one tensor on the
 device when it fits (``resident_gb``), else streamed from the Zarr chunks with reads overlapped with

@@ -1,4 +1,4 @@
-"""Explain: what the latent variables mean (DESIGN.md §1, the paper's §4 and Figures 1, 3–6).
+"""Explain: what the latent variables mean (docs/design.md §1, the paper's §4 and Figures 1, 3–6).
 
 - :mod:`.rotation`     PCA of the training posterior means → D1…Dd by explained variance
 - :mod:`.mutual_info`  KSG mutual information and Spearman ρ between each D_j and each property
@@ -239,7 +239,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     cvae_dirs : CVAE model directories, each decoded along its conditions (Figure 5).
     properties : catalogue properties for MI, ρ and maps (default: mutual_info.PROPERTIES).
     n_boot : half-samples for the MI uncertainties. max_mi_samples : cap on rows for MI (speed).
-    mi_split : 'test' (DESIGN §3: reported numbers use test), 'train' or 'all'; all rows are used when
+    mi_split : 'test' (docs/design.md §3: reported numbers use test), 'train' or 'all'; all rows are used when
         the split has fewer than ``min_mi_rows`` spectra (recorded in summary.json).
     map_bins, min_count : Figure 1's bins per axis (default: from the number of spectra, ≤ 20) and its
         minimum galaxies per bin.

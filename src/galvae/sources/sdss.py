@@ -50,7 +50,7 @@ class Reject(NamedTuple):
 
 @dataclass
 class ObservedSpectrum:
-    """One galaxy's spectrum as observed (DESIGN.md §2).
+    """One galaxy's spectrum as observed (docs/design.md §2).
 
     ``wave`` is the vacuum observed-frame wavelength in Å, ``flux`` in 1e-17 erg s⁻¹ cm⁻² Å⁻¹,
     ``ivar`` its inverse variance, ``and_mask`` the SDSS pixel mask (bits of SPPIXMASK).
