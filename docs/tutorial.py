@@ -52,8 +52,8 @@ print(f"kept {counts['kept']} of {counts['files']} files; splits {counts['split'
 # Parameters go to the constructor, learned things end in `_` (`model_dir_`, `metrics_`, `history_`).
 
 # %%
-vae = galvae.SpectrumVAE(latent_dim=3, model_dir=WORK / "vae_d3", **TRAIN).fit(data)
-mu = vae.transform(data)                       # (N, 3) posterior means
+vae = galvae.SpectrumVAE(latent_dim=2, model_dir=WORK / "vae_d2", **TRAIN).fit(data)
+mu = vae.transform(data)                       # (N, 2) posterior means
 print("latents:", mu.shape, "| mean test ELBO:", round(vae.score(data), 1), "nats per spectrum")
 print("test χ²/pixel:", round(vae.metrics_["chi2_per_pixel"]["mean"], 3))
 model_spectra = vae.inverse_transform(mu[:2])  # (2, 1000) decoded spectra
@@ -75,9 +75,9 @@ print(f"lowest BIC at d = {best['d']}")
 # the most unusual test spectra beside their reconstructions.
 
 # %%
-result = galvae.explain_latents(vae, data, WORK, truth=mock.truth_path, n_boot=2, n_background=8,
-                                n_explain=4)
-print(result.latents["id", "D1", "D2", "D3", "outlier_percentile"][:3])
+# (On a mock, truth=mock.truth_path also compares the latents with the true parameters.)
+result = galvae.explain_latents(vae, data, WORK, n_boot=2, n_background=8, n_explain=4)
+print(result.latents["id", "D1", "D2", "outlier_percentile"][:3])
 print(result.summary["mutual_information"]["tracks"][0])
 
 # %% [markdown]

@@ -43,6 +43,7 @@ def test_glance_is_sentences_with_numbers(tmp_path):
     assert "The runner-up, d = 4, scores 12.5 ± 2.5 higher per test spectrum (paired over 240 test spectra, " \
            "5.0 standard errors): a clear preference." in text
     assert "best-validation seed instead would choose d = 4" in text
+    assert "Over seeds, the chosen model's BIC spreads by 4.5 (standard deviation)." in text
     assert "compact VAE with d = 3 (d3_vae_s1), trained until early stopping; on 240 test spectra its " \
            "reconstructions reach χ²/pixel 1.07" in text
     assert "D1 (70% of the latent variance) falls with logssfr, closely (MI 0.91 ± 0.04 nats" in text
@@ -62,3 +63,6 @@ def test_glance_has_no_raw_keys(tmp_path):
 def test_how_sure_follows_the_paired_difference(tmp_path):
     weak = {**BEST, "runner_up_paired_difference": {"mean": 1.0, "stderr": 2.0, "n": 240}}
     assert "0.5 standard errors): no real preference" in _text(tmp_path, weak)
+    big = {**BEST, "runner_up_paired_difference": {"mean": 453.2, "stderr": 181.4, "n": 32}}
+    assert "scores 453 ± 181 higher per test spectrum (paired over 32 test spectra, 2.5 standard errors): a " \
+           "preference, but not a decisive one." in _text(tmp_path, big)

@@ -173,9 +173,9 @@ class SpectrumVAE:
              loss=self.loss, beta=self.beta, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
              seed=self.seed, patience=self.patience, device=self.device, resume=True,
              progress=self.progress, time_limit=self.time_limit)
-        return self._set_fitted(out, load_model)
+        return self._set_fitted(out, load_model, dataset.wave)
 
-    def _set_fitted(self, out: Path, load_model) -> SpectrumVAE:
+    def _set_fitted(self, out: Path, load_model, wave=None) -> SpectrumVAE:
         from astropy.table import Table
 
         self.model_dir_ = out
@@ -183,17 +183,7 @@ class SpectrumVAE:
         self.metrics_ = json.loads((out / "metrics.json").read_text())
         self.history_ = Table.read(out / "history.csv", format="ascii.csv") if (out / "history.csv").exists() else None
         self.n_features_in_ = self.model_.n_pix
-        config = json.loads((out / "config.json").read_text())
-        from .prepare.resample import log_grid
-
-        recorded = config.get("dataset_path") or ""
-        self.wave_ = None
-        if recorded and Path(recorded).exists():
-            from .prepare import open_dataset
-
-            self.wave_ = open_dataset(recorded, load=False).wave
-        elif self.n_features_in_ == 4000:  # prepare's default grid
-            self.wave_ = log_grid(4000, 3400.0, 8400.0)
+        self.wave_ = None if wave is None else np.asarray(wave)
         return self
 
     @classmethod
@@ -208,7 +198,7 @@ class SpectrumVAE:
         est = cls(model["latent_dim"], conditions=tuple(config.get("conditions_requested", ())), arch=model["arch"],
                   **{k: training[k] for k in ("epochs", "patience", "batch_size", "lr", "beta", "loss", "seed")
                      if k in training}, model_dir=Path(model_dir))
-        return est._set_fitted(Path(model_dir), load_model)
+        return est._set_fitted(Path(model_dir), load_model, _model_grid(Path(model_dir), config))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -247,6 +237,22 @@ class SpectrumVAE:
         """Your own spec files through the model: see :func:`encode_spectra`."""
         self._check_fitted()
         return encode_spectra(self.model_dir_, paths, data=data, rotation=rotation, progress=self.progress)
+
+
+def _model_grid(model_dir: Path, config: dict):
+    """The rest-frame grid (Å) a model reads: from its reference.npz, else its recorded dataset; None if neither."""
+    from .explain.external import REFERENCE, Reference
+    from .prepare.resample import log_grid
+
+    if (model_dir / REFERENCE).exists():
+        c = Reference.load(model_dir / REFERENCE).prepare_config
+        return log_grid(c["n_pix"], c["wave_min"], c["wave_max"])
+    recorded = Path(config.get("dataset_path") or "")
+    if str(recorded) not in ("", ".") and recorded.exists():
+        from .prepare import open_dataset
+
+        return open_dataset(recorded, load=False).wave
+    return None
 
 
 def encode_spectra(model, paths, data=None, rotation=None, progress: bool = False):

@@ -168,7 +168,7 @@ def _encode_files(args) -> int:
 
     try:
         table, rejects = encode_spectra(args.model, args.spectra, data=args.data, rotation=args.analysis,
-                                        workers=1, progress=not args.quiet)
+                                        workers=1, device=args.device, progress=not args.quiet)
     except ValueError as exc:
         if "gave a usable spectrum" not in str(exc):
             raise

@@ -255,7 +255,7 @@ def find_rotation(model_dir, rotation=None):
 
 
 def encode_spectra(model_dir, paths, data=None, rotation=None, workers: int | None = 1, n_samples: int = 8,
-                   progress: bool = False):
+                   device: str = "cpu", progress: bool = False):
     """Encode raw SDSS/BOSS spec files with a trained plain VAE.
 
     Parameters
@@ -288,7 +288,7 @@ def encode_spectra(model_dir, paths, data=None, rotation=None, workers: int | No
     if len(dataset.props) == 0:
         raise ValueError(f"none of the {len(paths)} files gave a usable spectrum: "
                          + "; ".join(f"{Path(p).name}: {r}" for p, _, r in rejects[:5]))
-    table = encode_dataset(model_dir, dataset, None, n_samples=n_samples, progress=progress)
+    table = encode_dataset(model_dir, dataset, None, device=device, n_samples=n_samples, progress=progress)
     rot = find_rotation(model_dir, rotation)
     if rot is not None:
         add_rotation(table, rot)

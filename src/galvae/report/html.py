@@ -530,6 +530,15 @@ def catalog_section(a: Path, summary: dict) -> str:
     return section("catalogue", "The latent catalogue", "".join(body))
 
 
+def _amount(v, digits: int = 2) -> str:
+    """A number for a sentence: whole numbers from 100 up (12,345, not 1.2e+04), else ``digits`` digits."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return esc(v)
+    return f"{f:,.0f}" if np.isfinite(f) and abs(f) >= 100 else fmt(f, digits)
+
+
 def _strength(track: dict) -> str:
     """How a latent relates to its best property, in words: from the MI's significance and |Spearman ρ|."""
     mi, err, rho = (float(track.get(k, np.nan)) for k in ("mi", "mi_err", "rho"))
@@ -571,11 +580,11 @@ def _selection_sentences(best: dict) -> list[str]:
         z = float(diff["mean"]) / float(diff["stderr"])
         sure = ("a clear preference" if z >= 3 else "a preference, but not a decisive one" if z >= 1
                 else "no real preference: the two are within their noise")
-        out.append(f"The runner-up, {runner}, scores {fmt(diff['mean'], 3)} ± {fmt(diff['stderr'], 2)} higher per "
+        out.append(f"The runner-up, {runner}, scores {_amount(diff['mean'], 3)} ± {_amount(diff['stderr'])} higher per "
                    f"test spectrum (paired over {fmt(diff.get('n'))} test spectra, {z:.1f} standard errors): {sure}.")
     std = best.get("bic_seed_std")
     if isinstance(std, (int, float)) and np.isfinite(std) and len(seeds) > 1:
-        out.append(f"Over seeds, the chosen model's BIC spreads by {fmt(std, 3)}.")
+        out.append(f"Over seeds, the chosen model's BIC spreads by {_amount(std, 3)} (standard deviation).")
     restart = (best.get("other_criteria") or {}).get("bic_best_restart") or {}
     if restart.get("d") is not None and (restart.get("d"), restart.get("conditions_label")) != (best["d"], label):
         out.append(f"Taking each model's best-validation seed instead would choose d = {restart['d']} "
@@ -643,8 +652,9 @@ def glance_section(summary: dict, rotation: dict, select_dir, model_cfg: dict | 
     if unusual:
         u = unusual[0]
         worse = 100 - float(u["outlier_percentile"])
-        items.append(f"The most unusual test spectrum, {esc(u['id'])}, is explained worse than "
-                     f"{worse:.{1 if worse > 99 else 0}f}% of training spectra of similar S/N "
+        share = "every training spectrum" if worse >= 100 else f"{worse:.{1 if worse > 99 else 0}f}% of training spectra"
+        items.append(f"The most unusual test spectrum, {esc(u['id'])}, is explained worse than {share} "
+                     f"of similar S/N "
                      f"(χ²/pixel {fmt(u['chi2_per_pixel'], 3)}); it and the next {len(unusual) - 1} are drawn beside "
                      "their reconstructions in the latent catalogue section.")
     fid = (summary.get("shap") or {}).get("fidelity") or {}
