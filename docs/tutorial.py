@@ -21,7 +21,7 @@ from galvae.sources.mock import make_mock_survey
 
 WORK = Path(os.environ.get("GALVAE_TUTORIAL_DIR", "galvae-tutorial"))
 SIZE = dict(n_pix=1000)          # a coarser grid than the default 4000 pixels: quicker for a demo
-TRAIN = dict(epochs=10, patience=5)
+TRAIN = dict(epochs=8, patience=4)
 
 # A stand-in for your data: 120 bagpipes galaxies observed like SDSS (spec-lite files + GSWLC-2 table).
 mock = make_mock_survey(WORK / "mock", n=120, seed=3, workers=1, progress=False)
@@ -63,7 +63,7 @@ model_spectra = vae.inverse_transform(mu[:2])  # (2, 1000) decoded spectra
 # One row per (d, conditions, seed); `grid.meta["best"]` is the chosen model.
 
 # %%
-grid = galvae.select_latents(data, WORK / "select", latent=[1, 2, 3], conditions="none", seeds=1,
+grid = galvae.select_latents(data, WORK / "select", latent=[1, 2], conditions="none", seeds=1,
                              scheduler="sync", **TRAIN)
 best = grid.meta["best"]
 print(grid["d", "bic_mean", "chi2_per_pixel"])
