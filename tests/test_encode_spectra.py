@@ -107,3 +107,23 @@ def test_without_reference_or_dataset_the_error_says_what_to_give(trained, tmp_p
     assert len(table) == 2 and (copy / REFERENCE).exists()
     table, _ = encode_spectra(copy, mock.paths[:2])
     assert len(table) == 2
+
+
+def test_a_dataset_without_its_fill_basis_gets_one_fitted_with_a_warning(trained, tmp_path, caplog):
+    from galvae.explain.external import fill_basis_of
+
+    _, data, _, _ = trained
+    old = tmp_path / "old.zarr"
+    shutil.copytree(data, old)
+    stored = fill_basis_of(open_dataset(data, load=False))
+    shutil.rmtree(old / "fill_basis")  # as galvae wrote datasets before it kept the basis
+    with caplog.at_level("WARNING"):
+        basis, mean = fill_basis_of(open_dataset(old, load=False))
+    assert "keeps no fill basis" in caplog.text
+    assert basis.shape == stored[0].shape and mean.shape == stored[1].shape
+
+
+def test_errors_name_the_model_folder(trained, tmp_path):
+    mock, _, model, _ = trained
+    with pytest.raises(FileNotFoundError, match="no model at .*nowhere"):
+        encode_spectra(tmp_path / "nowhere", mock.paths[:1])

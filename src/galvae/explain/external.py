@@ -276,6 +276,8 @@ def encode_spectra(model_dir, paths, data=None, rotation=None, workers: int | No
     from ..sources.sdss import expand_spectrum_paths
     from .catalog import add_rotation
 
+    if not (Path(model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"no model at {model_dir} (config.json missing)")
     config = json.loads((Path(model_dir) / "config.json").read_text())
     if config.get("kind") != "vae" or config.get("conditions"):
         raise ValueError(f"{model_dir} is not a plain VAE ({config.get('kind')}"
