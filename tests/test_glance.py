@@ -40,10 +40,9 @@ def test_glance_is_sentences_with_numbers(tmp_path):
     assert "2,385 spectra of 2,500 files were kept (1,900 to train, 245 to stop training, 240 to score); 115" in text
     assert "The BIC chose d = 3 latent variables (a plain VAE), the lowest mean test BIC of 3 models compared " \
            "(3 seeds each)." in text
-    assert "The runner-up, d = 4, scores 12.5 ± 2.5 higher per test spectrum (paired over 240 test spectra, " \
-           "5.0 standard errors): a clear preference." in text
-    assert "best-validation seed instead would choose d = 4" in text
-    assert "Over seeds, the chosen model's BIC spreads by 4.5 (standard deviation)." in text
+    assert "The runner-up, d = 4, has a higher BIC by 12.5 ± 2.5 per test spectrum, 5.0 standard errors: " \
+           "clearly (paired over 240 test spectra)." in text
+    assert "Over seeds, the lowest-BIC model's BIC spreads by 4.5 (standard deviation)." in text
     assert "compact VAE with d = 3 (d3_vae_s1), trained until early stopping; on 240 test spectra its " \
            "reconstructions reach χ²/pixel 1.07" in text
     assert "D1 (70% of the latent variance) falls with logssfr, closely (MI 0.91 ± 0.04 nats" in text
@@ -62,7 +61,27 @@ def test_glance_has_no_raw_keys(tmp_path):
 
 def test_how_sure_follows_the_paired_difference(tmp_path):
     weak = {**BEST, "runner_up_paired_difference": {"mean": 1.0, "stderr": 2.0, "n": 240}}
-    assert "0.5 standard errors): no real preference" in _text(tmp_path, weak)
-    big = {**BEST, "runner_up_paired_difference": {"mean": 453.2, "stderr": 181.4, "n": 32}}
-    assert "scores 453 ± 181 higher per test spectrum (paired over 32 test spectra, 2.5 standard errors): a " \
-           "preference, but not a decisive one." in _text(tmp_path, big)
+    assert "0.5 standard errors: within the noise" in _text(tmp_path, weak)
+    big = {**BEST, "runner_up_paired_difference": {"mean": 453.2, "se": 181.4, "stderr": 170.0, "n_spectra": 32}}
+    assert "higher BIC by 453 ± 181 per test spectrum, 2.5 standard errors: probably, not decisively (paired over " \
+           "32 test spectra)" in _text(tmp_path, big)
+
+
+def test_glance_tells_the_one_standard_error_choice(tmp_path):
+    """select's recommended choice (best.json one_se_plain_vae) is what the glance reports first."""
+    compared = [{"conditions_label": "vae", "d": 4, "k": 4, "bic_mean": -617.1, "difference_to_lowest": 0.0,
+                 "se": 0.0, "within_one_se": True},
+                {"conditions_label": "vae", "d": 3, "k": 3, "bic_mean": -615.0, "difference_to_lowest": 2.1,
+                 "se": 3.0, "within_one_se": True},
+                {"conditions_label": "vae", "d": 2, "k": 2, "bic_mean": -500.0, "difference_to_lowest": 117.1,
+                 "se": 9.0, "within_one_se": False}]
+    one = {"conditions_label": "vae", "d": 3, "k": 3, "bic_mean": -615.0, "model_dir": "cells/d3_vae_s0",
+           "lowest": {"conditions_label": "vae", "d": 4, "k": 4, "bic_mean": -617.1}, "compared": compared}
+    text = _text(tmp_path, {**BEST, "one_se_plain_vae": one})
+    assert "The BIC chose d = 3 latent variables (a plain VAE) by the one-standard-error rule: of 3 models " \
+           "compared (3 seeds each), 2 are within one paired standard error of the lowest mean BIC, and this one " \
+           "has the fewest parameters; the lowest mean BIC is at d = 4." in text
+    assert "Fewer latents fit worse: d = 2 has a higher BIC than the lowest by 117 ± 9 per test spectrum, 13.0 " \
+           "standard errors: clearly." in text
+    assert "The lowest-BIC model, d = 4, is better than the chosen one by only 2.1 ± 3 per test spectrum, 0.7 " \
+           "standard errors: within the noise." in text

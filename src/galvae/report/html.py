@@ -561,34 +561,68 @@ def _tracks_sentence(tracks, ratios, what: str) -> str:
     return "; ".join(parts) + "."
 
 
+def _model_words(entry: dict) -> str:
+    label = entry.get("conditions_label") or "vae"
+    return "a plain VAE" if label == "vae" else f"a CVAE conditioned on {esc(label.replace('+', ', '))}"
+
+
+def _sure(mean, se) -> str:
+    """A paired BIC difference in words: its size against its standard error."""
+    z = float(mean) / float(se)
+    words = ("clearly" if z >= 3 else "probably, not decisively" if z >= 1 else "within the noise")
+    return f"{_amount(mean, 3)} ± {_amount(se)} per test spectrum, {z:.1f} standard errors: {words}"
+
+
+def _one_se_sentences(one: dict, n_models: int, seeds: int) -> list[str]:
+    """select's recommended choice: the one-standard-error rule on paired BIC differences."""
+    lowest, compared = one.get("lowest") or {}, one.get("compared") or []
+    within = [c for c in compared if c.get("within_one_se")]
+    same = (lowest.get("d"), lowest.get("conditions_label")) == (one.get("d"), one.get("conditions_label"))
+    out = [f"The BIC chose <b>d = {one['d']} latent variables</b> ({_model_words(one)}) by the one-standard-error "
+           f"rule: of {n_models} models compared ({seeds} seed{'s' if seeds != 1 else ''} each), {len(within)} "
+           f"{'is' if len(within) == 1 else 'are'} within one paired standard error of the lowest mean BIC, and this "
+           "one has the fewest parameters" + (" and the lowest BIC too." if same else
+                                               f"; the lowest mean BIC is at d = {lowest.get('d')}.")]
+    smaller = [c for c in compared if c.get("conditions_label") == one.get("conditions_label")
+               and c.get("d") is not None and c["d"] < one["d"] and c.get("se")]
+    if smaller:
+        c = max(smaller, key=lambda c: c["d"])
+        out.append(f"Fewer latents fit worse: d = {c['d']} has a higher BIC than the lowest by "
+                   f"{_sure(c['difference_to_lowest'], c['se'])}.")
+    if not same:
+        c = next((c for c in compared if (c.get("d"), c.get("conditions_label")) ==
+                  (one.get("d"), one.get("conditions_label")) and c.get("se")), None)
+        if c is not None:
+            out.append(f"The lowest-BIC model, d = {lowest.get('d')}, is better than the chosen one by only "
+                       f"{_sure(c['difference_to_lowest'], c['se'])}.")
+    return out
+
+
 def _selection_sentences(best: dict) -> list[str]:
-    """How many latents the BIC chose, among what, and how sure (the runner-up's paired difference)."""
+    """How many latents the BIC chose, among what, and how sure (paired differences on the test spectra)."""
     if not best or best.get("d") is None:
         return []
-    label = best.get("conditions_label") or "vae"
-    kind = "a plain VAE" if label == "vae" else f"a CVAE conditioned on {esc(label.replace('+', ', '))}"
     ranking = best.get("ranking") or []
-    first = (f"The BIC chose <b>d = {best['d']} latent variables</b> ({kind}), the lowest mean test BIC of "
-             f"{len(ranking) or 'the'} models compared")
-    seeds = best.get("bic_by_seed") or {}
-    first += f" ({len(seeds)} seed{'s' if len(seeds) != 1 else ''} each)." if seeds else "."
-    out = [first]
-    diff = best.get("runner_up_paired_difference") or {}
-    if len(ranking) > 1 and diff.get("stderr"):
-        r = ranking[1]
-        runner = f"d = {r.get('d')}" + ("" if r.get("conditions_label") == "vae" else f" with {esc(r.get('conditions_label'))}")
-        z = float(diff["mean"]) / float(diff["stderr"])
-        sure = ("a clear preference" if z >= 3 else "a preference, but not a decisive one" if z >= 1
-                else "no real preference: the two are within their noise")
-        out.append(f"The runner-up, {runner}, scores {_amount(diff['mean'], 3)} ± {_amount(diff['stderr'])} higher per "
-                   f"test spectrum (paired over {fmt(diff.get('n'))} test spectra, {z:.1f} standard errors): {sure}.")
+    seeds = len(best.get("bic_by_seed") or {})
+    one = best.get("one_se_plain_vae") or best.get("one_se")
+    if one and one.get("d") is not None:
+        out = _one_se_sentences(one, len(one.get("compared") or ranking), seeds)
+    else:
+        out = [f"The BIC chose <b>d = {best['d']} latent variables</b> ({_model_words(best)}), the lowest mean test "
+               f"BIC of {len(ranking) or 'the'} models compared"
+               + (f" ({seeds} seed{'s' if seeds != 1 else ''} each)." if seeds else ".")]
+        diff = best.get("runner_up_paired_difference") or {}
+        se = diff.get("se") or diff.get("stderr")
+        if len(ranking) > 1 and se:
+            r = ranking[1]
+            runner = f"d = {r.get('d')}" + ("" if r.get("conditions_label") == "vae"
+                                            else f" with {esc(r.get('conditions_label'))}")
+            n = diff.get("n_spectra", diff.get("n"))
+            out.append(f"The runner-up, {runner}, has a higher BIC by {_sure(diff['mean'], se)} "
+                       f"(paired over {fmt(n)} test spectra).")
     std = best.get("bic_seed_std")
-    if isinstance(std, (int, float)) and np.isfinite(std) and len(seeds) > 1:
-        out.append(f"Over seeds, the chosen model's BIC spreads by {_amount(std, 3)} (standard deviation).")
-    restart = (best.get("other_criteria") or {}).get("bic_best_restart") or {}
-    if restart.get("d") is not None and (restart.get("d"), restart.get("conditions_label")) != (best["d"], label):
-        out.append(f"Taking each model's best-validation seed instead would choose d = {restart['d']} "
-                   f"({esc(restart.get('conditions_label'))}).")
+    if isinstance(std, (int, float)) and np.isfinite(std) and seeds > 1:
+        out.append(f"Over seeds, the lowest-BIC model's BIC spreads by {_amount(std, 3)} (standard deviation).")
     return out
 
 
