@@ -6,9 +6,10 @@
 # Every call returns astropy Tables or NumPy arrays and writes the same artifacts as the command line.
 #
 # This file runs as a script (`python docs/tutorial.py`) and as a notebook (cells marked `# %%`, e.g.
-# with Jupytext or VS Code). It uses a small mock survey, so that it needs no download and runs in
-# about half a minute; with real data, point `SPECTRA` at your folder and `CATALOG` at the output of
-# `galvae catalog`. The test suite runs it (`tests/test_tutorial.py`).
+# with Jupytext or VS Code). It uses a small mock survey, so that it needs no download and takes about
+# 37 s of CPU (`/usr/bin/time python docs/tutorial.py`: 34.9 s user + 1.9 s system on a 2-core machine,
+# 94 s wall while other jobs shared its cores); with real data, point `SPECTRA` at your folder and
+# `CATALOG` at the output of `galvae catalog`. The test suite runs it (`tests/test_tutorial.py`).
 
 # %%
 import os
