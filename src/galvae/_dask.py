@@ -1,4 +1,4 @@
-"""The Dask plumbing every fanned-out stage shares (DESIGN.md §5): make a client, run tasks on it.
+"""The Dask plumbing every fanned-out stage shares (docs/design.md §5): make a client, run tasks on it.
 
 ``scheduler='sync'`` runs tasks in this process (no Dask, for tests and debugging); an address joins a
 running scheduler; ``cluster='slurm'`` starts workers through dask-jobqueue; otherwise a local cluster
@@ -163,7 +163,7 @@ def run_tasks(client, fn: Callable, args_list: Iterable[tuple], desc: str, progr
     a task that raises (or whose worker dies) gives ``on_error(args, exc)``'s value instead of
     stopping the run.
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     args_list = list(args_list)
     results = []

@@ -1,6 +1,6 @@
 """Train one model on one dataset, evaluate it on ``test``, and encode datasets with it.
 
-:func:`fit` trains a VAE/CVAE (DESIGN.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
+:func:`fit` trains a VAE/CVAE (docs/design.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
 early stopping on ``val``, the best weights kept, an atomic checkpoint every epoch that ``resume=True``
 continues from exactly, and a NaN guard. Each split is a :class:`galvae.splits.Split`: one tensor on the
 device when it fits (``resident_gb``), else streamed from the Zarr chunks with reads overlapped with
@@ -374,7 +374,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
              config["n_parameters"], dev, *("in memory" if d.resident else "streamed" for d in (train, val)))
 
     status = "done"
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     with tqdm(total=total_steps, initial=state.step, disable=not progress, unit="batch",
               desc=f"fit {arch} d={cfg.latent_dim}") as bar:
@@ -631,15 +631,16 @@ def fit_pca(dataset, out_dir, n_components: int, weighted: bool = False, n_iter:
 # encoding a dataset
 # ---------------------------------------------------------------------------------------------------
 
-def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples: int = 8,
+def encode_dataset(model_dir, dataset, out_path=None, device: str = "cpu", n_samples: int = 8,
                    batch_size: int = 1024, progress: bool = True):
-    """Encode every spectrum of ``dataset`` and write a latent catalogue (FITS, ECSV, … by extension).
+    """Encode every spectrum of ``dataset`` and write a latent catalogue (FITS, ECSV, … by extension;
+    ``out_path=None`` writes nothing).
 
     Columns: id, z, split, mu_1..d, sigma_1..d, chi2_per_pixel, ln_likelihood, elbo, n_good. Rows
     lacking a condition the model needs get NaN. Returns the astropy Table written.
     """
     from astropy.table import Table
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     model = load_model(model_dir, device=device)
     names = model.condition_names
@@ -678,8 +679,9 @@ def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples:
         table[k] = v
     table.meta.update({"MODELDIR": str(model_dir), "KIND": model.config.get("kind"), "LATDIM": d,
                        "CONDS": ",".join(names), "NOCOND": int((~keep).sum())})  # FITS-safe keys
-    _write_table(table, Path(out_path))
-    log.info("encoded %d spectra (%d lacked conditions) → %s", len(rows), int((~keep).sum()), out_path)
+    if out_path is not None:  # None: the caller (the Python API, explain) only wants the table
+        _write_table(table, Path(out_path))
+    log.info("encoded %d spectra (%d lacked conditions) → %s", len(rows), int((~keep).sum()), out_path or "a table")
     return table
 
 

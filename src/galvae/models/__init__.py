@@ -1,6 +1,6 @@
 """Models with one encode/decode API: the VAE/CVAE (:mod:`.vae`) and the PCA baselines (:mod:`.pca`).
 
-A model directory (DESIGN.md §2) holds ``config.json`` and the weights: ``model.safetensors`` when the
+A model directory (docs/design.md §2) holds ``config.json`` and the weights: ``model.safetensors`` when the
 ``safetensors`` package is importable, else ``weights.pt`` (a state dict read back with
 ``torch.load(weights_only=True)``), or ``pca.npz`` for PCA. :func:`load_model` reads any of them and
 never unpickles arbitrary objects.

@@ -1,4 +1,4 @@
-"""The dataset store (``dataset.zarr``, DESIGN.md §2): layout, splits, and reading it back.
+"""The dataset store (``dataset.zarr``, docs/design.md §2): layout, splits, and reading it back.
 
 Layout of the Zarr group::
 
@@ -10,6 +10,7 @@ Layout of the Zarr group::
     split    (N,)     uint8    0 train, 1 val, 2 test (attrs['codes'])
     props/   one (N,) array per property column (id, z, logmstar, …; NaN where unknown)
     rejects/ path, id, reason: every input left out, and why
+    fill_basis/ basis (K, P), mean (P): the gappy-PCA eigenspectra the bad pixels were filled with
     attrs    provenance: config, versions, counts
 
 Every array is written Zstandard-compressed with a CRC32C of each compressed chunk (:func:`checksummed`),

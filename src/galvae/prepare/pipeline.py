@@ -136,15 +136,15 @@ def _stack_rest_frame(spectra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return wave, flux, ivar
 
 
-def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) -> dict:
-    """Pass 1 for one chunk of files; writes ``chunk-{index:05d}.npz`` and returns its tally."""
-    target = chunk_path(staging, index)
-    if target.exists():
-        with np.load(target, allow_pickle=False) as z:
-            return {"index": index, "n_kept": int(z["flux"].shape[0]), "skipped": True}
-    spectra, rejects = read_spectra(paths, workers=1, require_good_pixels=True)
-    rejects = [(r.path, "", r.reason) for r in rejects]
-    kept = []
+def rest_frame_batch(spectra, cfg: PrepareConfig):
+    """Pass 1 on spectra already read: selection cuts, bad pixels, rest frame, resampling, normalisation.
+
+    Returns ``(kept, flux, ivar, norm, rejects)``: the spectra kept, their (n, P) normalised flux and
+    ivar on the grid (0 at bad pixels, not yet filled), the factors, and (path, id, reason) rejects.
+    Shared by prepare and by the encoding of a user's own spectra with a trained model
+    (:mod:`galvae.explain.external`), so both see a spectrum the same way.
+    """
+    rejects, kept = [], []
     for s in spectra:
         problem = _selection_problem(s, cfg)
         if problem:
@@ -173,6 +173,18 @@ def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) 
         flux = np.where(good[ok], flux_r[ok] / f, 0.0).astype(np.float32)
         ivar = np.where(good[ok], ivar_r[ok] * f**2, 0.0).astype(np.float32)
         norm = factors[ok].astype(np.float32)
+    return kept, flux, ivar, norm, rejects
+
+
+def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) -> dict:
+    """Pass 1 for one chunk of files; writes ``chunk-{index:05d}.npz`` and returns its tally."""
+    target = chunk_path(staging, index)
+    if target.exists():
+        with np.load(target, allow_pickle=False) as z:
+            return {"index": index, "n_kept": int(z["flux"].shape[0]), "skipped": True}
+    spectra, rejects = read_spectra(paths, workers=1, require_good_pixels=True)
+    kept, flux, ivar, norm, more = rest_frame_batch(spectra, cfg)
+    rejects = [(r.path, "", r.reason) for r in rejects] + more
     meta = {
         "id": np.array([s.id for s in kept], dtype=str),
         "specobjid": np.array([s.specobjid for s in kept], dtype=str),
@@ -551,6 +563,17 @@ def reason_category(reason: str) -> str:
     return head.split(" (", 1)[0].strip()
 
 
+FILL_BASIS = "fill_basis"  # group of the dataset: the eigenbasis and mean its bad pixels were filled with
+
+
+def _store_fill_basis(root, staging: Path) -> None:
+    """Keep the gappy-PCA basis in the dataset: a model's user fills new spectra's gaps with the same one."""
+    with np.load(staging / "basis.npz", allow_pickle=False) as z:
+        g = root.require_group(FILL_BASIS)
+        g.create_array("basis", data=z["basis"], overwrite=True, **ds.checksummed())
+        g.create_array("mean", data=z["mean"], overwrite=True, **ds.checksummed())
+
+
 def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str) -> PrepareResult:
     import zarr
 
@@ -562,6 +585,7 @@ def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str
     grid = log_grid(cfg.n_pix, cfg.wave_min, cfg.wave_max)
     root.create_array("wave", data=grid, overwrite=True, **ds.checksummed())
     root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True, **ds.checksummed())
+    _store_fill_basis(root, staging)
     split = ds.split_of(meta["id"], cfg.split_fractions)
     root.create_array("split", data=split, overwrite=True, **ds.checksummed()).attrs["codes"] = list(ds.SPLIT_CODES)
     props, match_stats = _properties(meta["id"], meta, catalog)
