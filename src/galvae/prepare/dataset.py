@@ -10,7 +10,8 @@ Layout of the Zarr group::
     split    (N,)     uint8    0 train, 1 val, 2 test (attrs['codes'])
     props/   one (N,) array per property column (id, z, logmstar, …; NaN where unknown)
     rejects/ path, id, reason: every input left out, and why
-    attrs    provenance: config, versions, counts
+    attrs    provenance: config, versions, counts; ``fill``: how bad pixels were filled, and the
+             columns no (or too few) training spectra observe (``Dataset.unobserved``)
 
 Reading rows back: :func:`take_rows` reads any rows of an in-memory array, a lazy Zarr array or a
 :class:`RowView`; :func:`row_blocks` groups sorted rows in blocks of BLOCK_ROWS stored rows (one Zarr
@@ -146,6 +147,15 @@ class Dataset:
     @property
     def ids(self) -> np.ndarray:
         return np.asarray(self.props["id"])
+
+    @property
+    def unobserved(self) -> np.ndarray:
+        """(P,) bool: columns the fill basis could not describe, each spectrum's own edge value there
+        (``attrs['fill']``; all False for a dataset written before prepare recorded them)."""
+        mask = np.zeros(len(self.wave), dtype=bool)
+        for start, stop in self.attrs.get("fill", {}).get("unobserved_columns", []):
+            mask[start:stop] = True
+        return mask
 
 
 def open_dataset(path: str | Path, load: bool = True) -> Dataset:
