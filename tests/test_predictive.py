@@ -108,3 +108,23 @@ def test_a_cvae_is_scored_on_the_rows_with_its_conditions(trained, tmp_path):
     assert np.isnan(z[~usable]).all() and np.isfinite(z[usable]).all()
     np.testing.assert_allclose(z[usable], cvae.encode(data.flux[test][usable], None, data.props[test[usable]])[0],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_report_shows_the_r2_table_with_paired_differences(tmp_path):
+    from galvae.report.html import r2_section
+
+    rng = np.random.default_rng(4)
+    n = 200
+    z = rng.standard_normal((n, 2))
+    y = z[:, 0] ** 2 + 0.1 * rng.standard_normal(n)
+    table = compare({"vae": (z, np.ones(n, bool)), "pca": (rng.standard_normal((n, 2)), np.ones(n, bool))},
+                    [("catalog", "logmstar", y), ("truth", "tau", z[:, 1])], n_boot=50)
+    (tmp_path / "figures").mkdir()
+    table.write(tmp_path / "r2.ecsv", format="ascii.ecsv")
+    page = r2_section(tmp_path, {"latent_information": {"vae_vs_pca": verdict(table)}})
+    assert 'id="prediction"' in page and "VAE − pca" in page and "AstroCLIP" in page
+    knn = table[(table["method"] == "knn") & (table["property"] == "logmstar")]
+    vae, pca = knn[knn["model"] == "vae"][0], knn[knn["model"] == "pca"][0]
+    assert f"{vae['r2']:.3g} ± " in page and f"{pca['vae_minus']:.3g} ± " in page
+    assert "0.88" in page  # the published anchor beside log M*
+    assert "every true parameter of the mock" in page and "1 of 1" in page
