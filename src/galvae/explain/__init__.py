@@ -345,7 +345,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
         from .predictive import verdict
         summary["latent_information"] = {"table": "r2.ecsv", "protocol": r2.meta["protocol"],
                                          "models": r2.meta.get("models", {}), "vae_vs_pca": verdict(r2)}
-        summary["shap"]["filled_share"] = shap_result.filled_share()
+    summary["shap"]["filled_share"] = shap_result.filled_share()  # of Σ|SHAP|: what Figure 6 greys
     summary["seconds"] = timings
     _write_json(out / "summary.json", summary)
     figs = {}
