@@ -94,7 +94,7 @@ def compare(latent_sets: dict, targets, n_boot: int = N_BOOT, seed: int = 0, ref
     rows = []
     for source, prop, y in targets:
         finite = np.isfinite(y)
-        if np.nanstd(y) == 0 or finite.sum() < MIN_ROWS:
+        if finite.sum() < MIN_ROWS or np.std(y[finite]) == 0:
             continue  # a pinned parameter, or too few spectra with the property
         for name, (z, usable) in latent_sets.items():
             # the reference recomputed on each model's rows, so that every difference is paired
