@@ -285,5 +285,6 @@ def r2_figure(table, sources=("catalog", "truth")):
                 ax.set_title(f"{'k-NN (k = 16)' if method == 'knn' else 'linear'}: {source}")
         axes[-1, 0].set_xlabel("R² on the test split (cross-validated)")
         axes[-1, 1].set_xlabel("R² on the test split (cross-validated)")
-        axes[0, 1].legend(frameon=False, fontsize=7, loc="lower right")
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, frameon=False, fontsize=8, loc="outside upper center", ncol=len(models))
         return fig
