@@ -62,13 +62,15 @@ FIGURE_CAPTIONS = {
     "fig2_bic": ("Figure 2", "BIC of every (latent size, conditions) model; lower is better."),
     "fig3_traversals": ("Figure 3", ("Spectra decoded along one D_j at a time, the other D at 0 (the training "
                         "mean), in steps of D_j's standard deviation. Dotted lines: emission lines; grey: "
-                        "the D4000 windows.")),
+                        "the D4000 windows; hatched: columns no spectrum observed (prepare carries each "
+                        "spectrum's own edge value there).")),
     "fig4_mutual_information": ("Figure 4", ("Mutual information (KSG, nats) between each catalogue property "
                                 "and each D_j; error bars from half-samples.")),
     "fig4_truth_mutual_information": ("Figure 4b", ("Mutual information between the mock's true generating "
                                       "parameters and each D_j.")),
     "fig5_cvae_traversals": ("Figure 5", ("CVAE spectra decoded with z = 0 while one condition runs over the "
-                             "5th–95th percentiles of its training distribution (others at their medians).")),
+                             "5th–95th percentiles of its training distribution (others at their medians). Hatched: "
+                             "columns no spectrum observed.")),
     "fig6_shap": ("Figure 6", ("SHAP values per wavelength. A, B: one galaxy's SHAP values for two latents "
                   "(red: pushes D_j up; blue: down; light grey: at its filled pixels, which carry no data), its "
                   "spectrum in grey. C: mean |SHAP| over the explained spectra at their observed pixels, log "
