@@ -17,3 +17,7 @@ for path in sys.argv[1:]:
           f"column 0: median {np.median(col0):.3f}, spread (std) {col0.std():.3f}, distinct {len(np.unique(col0))}; "
           f"median |col0 - own bluest observed median| {np.median(np.abs(col0 - edge)):.3f}; "
           f"corr {np.corrcoef(col0, edge)[0, 1]:.3f}; recorded unobserved {d.attrs.get('fill', {}).get('unobserved_wave')}")
+    train = d.indices("train")
+    coverage = (~filled[train]).mean(axis=0)
+    print("  training spectra observing: " + ", ".join(
+        f"{d.wave[c]:.0f} A {100 * coverage[c]:.1f}%" for c in (59, 70, 75, 80, 90, 100, 120, 200)))
