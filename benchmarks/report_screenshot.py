@@ -54,23 +54,26 @@ def screenshot(html_path, png_path, width: int = 1280, height: int = 3000, chrom
 
 
 def build_demo_run(out: Path, n: int = 300, seed: int = 0, time_limit: float = 60.0) -> Path:
-    """mock → prepare → fit (a VAE and a log M* CVAE) → explain → report, in ``out``; returns the report."""
+    """mock → prepare → select (VAEs, d = 2–4, 2 seeds) → a log M* CVAE → explain the chosen VAE → report,
+    in ``out``; returns the report."""
     from galvae.explain import explain
     from galvae.fit import fit
     from galvae.prepare import open_dataset, prepare_dataset
     from galvae.report import write_report
+    from galvae.select import select_grid
     from galvae.sources.mock import make_mock_survey
 
     mock = make_mock_survey(out / "mock", n=n, seed=seed, progress=True)
     data = out / "dataset.zarr"
     if not data.exists():
         prepare_dataset(mock.paths, data, catalog=mock.catalog_path, progress=True)
-    ds = open_dataset(data)
-    vae = fit(ds, out / "models" / "vae_d4", latent_dim=4, epochs=60, time_limit=time_limit, resume=True)
-    cvae = fit(ds, out / "models" / "cvae_logmstar", latent_dim=3, conditions=("logmstar",), epochs=30,
-               time_limit=time_limit / 2, resume=True)
+    grid = select_grid(data, out / "select", latent=[2, 3, 4], conditions="none", seeds=2, epochs=60,
+                       needed=(), time_limit=time_limit / 3, scheduler="sync", progress=True)
+    vae = out / "select" / grid.best["model_dir"]
+    cvae = fit(open_dataset(data), out / "models" / "cvae_logmstar", latent_dim=3, conditions=("logmstar",),
+               epochs=30, time_limit=time_limit / 2, resume=True)
     explain(vae, data, out, truth=mock.truth_path, cvae_dirs=(cvae,), seed=seed)
-    return write_report(out, data, out / "analysis",
+    return write_report(out, data, out / "analysis", select_dir=out / "select",
                         config={"benchmark": "report_screenshot", "n": n, "seed": seed, "time_limit": time_limit})
 
 

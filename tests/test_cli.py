@@ -132,7 +132,7 @@ def test_select_explain_report_chain(small_mock, tmp_path, capsys):
     assert main(["select", "--data", str(data), "--out", str(tmp_path / "sel"), "--latent", "1-2", "--conditions",
                  "none,logmstar", "--seeds", "1", "--epochs", "2", "--scheduler", "sync", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "4 cells done, 0 failed" in out and "best by mean BIC" in out and "best-validation seed (recommended)" in out
+    assert "4 cells done, 0 failed" in out and "best by mean BIC" in out and "recommended (one-standard-error rule" in out
     model = next((tmp_path / "sel" / "cells").glob("d2_vae_s0"))
     assert main(["explain", "--model", str(model), "--data", str(data), "--out", str(tmp_path),
                  "--truth", str(small_mock.truth_path), "--n-boot", "3", "--shap-background", "16",

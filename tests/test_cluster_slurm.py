@@ -156,6 +156,21 @@ def test_run_tasks_on_slurm_workers(fake_slurm):
         assert "#SBATCH --cpus-per-task=1" in script
         assert "#SBATCH --mem=4G" in script  # make_client's slurm_memory="4GB", in SLURM's units
         assert "--nthreads 1" in script and "--nworkers 1" not in script  # one single-threaded worker a job
+        assert "--no-dashboard" in script  # a worker's dashboard would listen on every interface of its node
+
+
+def test_slurm_scheduler_listens_where_the_nodes_reach_it_and_its_dashboard_on_loopback(fake_slurm):
+    psutil = pytest.importorskip("psutil")
+    client = _slurm_client(fake_slurm, 1)
+    try:
+        scheduler = client.cluster.scheduler
+        ports = {c.laddr.port: c.laddr.ip for c in psutil.Process().net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+        host = _dask.slurm_scheduler_options({})["host"]
+        assert ports[scheduler.port] == host and not host.startswith("127.")
+        assert ports[scheduler.http_server.port] == "127.0.0.1"
+    finally:
+        _dask.close_client(client)
 
 
 def test_prepare_on_slurm_gives_the_same_dataset(fake_slurm, small_mock, tmp_path):

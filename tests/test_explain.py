@@ -269,9 +269,9 @@ def test_latent_catalogue_columns_and_values(run, dataset, model):
     from galvae import likelihood as lk
 
     t = read_catalog(run["run"] / "analysis" / "latents.fits")
-    expected = ["id", "z", "split", "D1", "D2", "D3", "D4", *(f"mu_{j}" for j in range(1, 5)),
+    expected = ["id", "z", "sn_median", "split", "D1", "D2", "D3", "D4", *(f"mu_{j}" for j in range(1, 5)),
                 *(f"sigma_{j}" for j in range(1, 5)), "chi2_per_pixel", "ln_likelihood", "elbo", "n_good",
-                "elbo_percentile"]
+                "elbo_percentile", "sn_bin", "outlier_percentile"]
     assert t.colnames == expected
     assert len(t) == len(dataset) and list(t["id"]) == [str(i) for i in dataset.props["id"]]
     rotation = run["result"].rotation

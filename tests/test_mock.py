@@ -131,7 +131,7 @@ def test_same_seed_gives_identical_files_whatever_the_workers(survey, survey_one
 def test_files_are_read_by_the_sdss_reader_with_zero_rejects(survey):
     from galvae.sources.sdss import find_spectrum_files, read_spectra
 
-    paths = find_spectrum_files(survey.out_dir)
+    paths = find_spectrum_files(survey.out_dir / "spectra")  # the folder also holds its catalogues
     assert len(paths) == N
     spectra, rejects = read_spectra(paths)
     assert rejects == []

@@ -7,7 +7,11 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "load_model", "open_dataset"]
+# The Python API (galvae.api): the pipeline for a notebook, Tables and arrays out.
+_API = ("SpectrumVAE", "encode_spectra", "explain_latents", "prepare_spectra", "read_spectra", "select_latents",
+       "write_report")
+
+__all__ = ["__version__", "load_model", "open_dataset", *_API]
 
 
 def __getattr__(name):
@@ -20,4 +24,8 @@ def __getattr__(name):
         from .prepare import open_dataset
 
         return open_dataset
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'galvae' has no attribute {name!r}")

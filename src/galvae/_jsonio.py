@@ -1,4 +1,5 @@
-"""Atomic JSON files, the way every stage writes its small artifacts (config, metrics, summaries)."""
+"""Atomic JSON files, the way every stage writes its small artifacts (config, metrics, summaries), and
+the error a damaged one gives when read back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from ._atomic import write_text
 
 
 def to_jsonable(o):
@@ -24,7 +27,34 @@ def to_jsonable(o):
 
 def write_json(path, obj) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
+    write_text(path, json.dumps(obj, indent=2, default=to_jsonable))
+
+
+class DamagedFileError(ValueError):
+    """A file a stage wrote cannot be read back (truncated, overwritten, edited)."""
+
+
+def set_aside(path) -> Path:
+    """Rename a damaged ``path`` to ``<path>.damaged`` (kept for a look, out of the way of a rerun)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=to_jsonable))
-    os.replace(tmp, path)
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return path
+    return aside
+
+
+def damaged(path, exc: BaseException, redo: str, aside: bool = False) -> DamagedFileError:
+    """The error for a damaged ``path``: which file, what is wrong, and ``redo`` (the command that makes it
+    again). ``aside``: the file is first moved out of the way (:func:`set_aside`), so that ``redo`` rewrites it."""
+    where = f"; moved to {set_aside(path)}" if aside else ""
+    return DamagedFileError(f"{path} is damaged ({type(exc).__name__}: {exc}){where}. {redo}")
+
+
+def read_json(path, redo: str, aside: bool = False):
+    """The JSON in ``path``; a file that does not parse gives :func:`damaged`'s error."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise damaged(path, exc, redo, aside) from exc

@@ -1,4 +1,4 @@
-"""The ``galvae`` command line: one verb per pipeline stage (DESIGN.md §1).
+"""The ``galvae`` command line: one verb per pipeline stage (docs/design.md §1).
 
 Each verb parses its options, calls the stage's plain Python function, prints a tally, and returns
 an exit status: 0 success, 1 when nothing usable remains (or ``--strict`` and something was rejected),
@@ -19,15 +19,9 @@ log = logging.getLogger("galvae")
 
 def _cmd_inspect(args) -> int:
     """Read spectrum files and report what was read and what was rejected, with reasons."""
-    from .sources.sdss import find_spectrum_files, read_spectra
+    from .sources.sdss import expand_spectrum_paths, read_spectra
 
-    paths: list[str] = []
-    for item in args.paths:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(find_spectrum_files(p))
-        else:
-            paths.append(str(p))
+    paths = expand_spectrum_paths(args.paths)
     if not paths:
         print("no spectrum files found", file=sys.stderr)
         return 2
@@ -102,7 +96,9 @@ def _cmd_prepare(args) -> int:
     cfg = PrepareConfig(n_pix=args.n_pix, wave_min=args.wave_min, wave_max=args.wave_max, zmax=args.zmax,
                         min_sn=args.min_sn, max_bad_fraction=args.max_bad_fraction,
                         n_components=args.components, n_iter=args.iterations, seed=args.seed)
-    spectra = args.spectra[0] if len(args.spectra) == 1 else args.spectra
+    from .sources.sdss import expand_spectrum_paths
+
+    spectra = args.spectra[0] if len(args.spectra) == 1 else expand_spectrum_paths(args.spectra)
     try:
         result = prepare_dataset(spectra, args.out, catalog=args.catalog, config=cfg, scheduler=args.scheduler,
                                  cluster=args.cluster, workers=args.workers, progress=not args.quiet)
@@ -149,13 +145,45 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_encode(args) -> int:
-    """Encode a dataset's spectra with a trained model into a latent table."""
+    """Encode a dataset, or your own spec files, with a trained model into a latent table."""
+    if args.spectra:
+        return _encode_files(args)
+    if not args.data:
+        raise ValueError("give --data dataset.zarr, or --spectra FILE/FOLDER … for spec files of your own")
     from .fit import encode_dataset
     from .prepare import open_dataset
 
-    table = encode_dataset(args.model, open_dataset(args.data, load=False), args.out, device=args.device)
+    table = encode_dataset(args.model, open_dataset(args.data, load=False), args.out, device=args.device,
+                           progress=not args.quiet)
     print(f"latent table of {len(table)} spectra written to {args.out}")
     return 0
+
+
+def _encode_files(args) -> int:
+    """`galvae encode --spectra`: raw spec files, prepared as the model's training set was."""
+    import numpy as np
+
+    from .explain.external import encode_spectra
+    from .fit import _write_table
+
+    try:
+        table, rejects = encode_spectra(args.model, args.spectra, data=args.data, rotation=args.analysis,
+                                        workers=1, device=args.device, progress=not args.quiet)
+    except ValueError as exc:
+        if "gave a usable spectrum" not in str(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _write_table(table, Path(args.out))
+    for r in rejects:
+        print(f"rejected {r['path']}: {r['reason']}")
+    print(f"encoded {len(table)} of {len(table) + len(rejects)} files, rejected {len(rejects)}; "
+          f"table written to {args.out}")
+    order = np.argsort(np.nan_to_num(np.asarray(table["outlier_percentile"], float), nan=101.0))[:5]
+    for i in order:
+        print(f"  {table['id'][i]}  outlier percentile {table['outlier_percentile'][i]:5.1f}  "
+              f"chi2/pixel {table['chi2_per_pixel'][i]:.3g}  {table['path'][i]}")
+    return 1 if args.strict and len(rejects) else 0
 
 
 def _cmd_run(args) -> int:
@@ -164,7 +192,11 @@ def _cmd_run(args) -> int:
     from .run import run
 
     cfg = load_config(args.preset, args.config, source=args.source, spectra=args.spectra, catalog=args.catalog,
-                      dataset=args.data, workers=args.workers, scheduler=args.scheduler, cluster=args.cluster)
+                      dataset=args.data, workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+                      listen=args.listen)
+    from . import _dask
+
+    _dask.set_listen_address(cfg.listen)
     if cfg.source == "sdss" and not cfg.catalog and not cfg.dataset:
         log.warning("no --catalog: physical properties will be NaN, CVAEs and MI cannot run")
     report = run(args.out, cfg, progress=not args.quiet)
@@ -182,16 +214,17 @@ def _cmd_select(args) -> int:
                          needed=conditions_needed(condition_sets),
                          patience=args.patience, time_limit=args.time_limit, scheduler=args.scheduler,
                          cluster=None if args.cluster == "local" else args.cluster, workers=args.workers,
-                         progress=not args.quiet)
+                         progress=not args.quiet, refine_steps=args.refine_steps, warm_start=args.warm_start,
+                         n_iwae=args.n_iwae)
     print(f"{result.n_done} cells done, {result.n_failed} failed, in {result.seconds:.0f} s; table: "
           f"{Path(args.out) / 'grid.ecsv'}")
     if result.best:
         b = result.best
         print(f"best by mean BIC: {b.get('conditions_label')} d={b.get('d')} (k={b.get('k')}), "
               f"BIC {b.get('bic_mean'):.1f} ± {b.get('bic_seed_std'):.1f} over seeds, model {b.get('model_dir')}")
-        r = (b.get("other_criteria") or {}).get("bic_best_restart")
+        r = b.get("one_se")
         if r:
-            print(f"best by BIC of each model's best-validation seed (recommended): {r.get('conditions_label')} "
+            print(f"recommended (one-standard-error rule on paired BIC differences): {r.get('conditions_label')} "
                   f"d={r.get('d')} (k={r.get('k')}), BIC {r.get('bic_mean'):.1f}, model {r.get('model_dir')}")
     return 0 if result.n_done else 1
 
@@ -237,6 +270,9 @@ def _add_dask_options(p) -> None:
                    help="address of a running Dask scheduler to join, or 'sync' to run in this process")
     p.add_argument("--cluster", choices=["local", "slurm"], default=None,
                    help="start a local cluster (default) or SLURM workers via dask-jobqueue")
+    p.add_argument("--listen", default=None, metavar="ADDRESS",
+                   help="address the Dask scheduler, workers and dashboard bind (default 127.0.0.1: nothing "
+                        "reachable from other machines; docs/cluster_safety.md)")
 
 
 def _positive_int(text: str) -> int:
@@ -277,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("inspect", help="read SDSS spectrum files; list what was read and what was rejected")
-    p.add_argument("paths", nargs="+", help="spec-*.fits files or folders holding them")
+    p.add_argument("paths", nargs="+", help="SDSS spec files, or folders: every *.fits / *.fits.gz below is tried")
     p.add_argument("--out", help="write a table of the spectra read (FITS or ECSV, by extension)")
     p.add_argument("--workers", type=int, default=None, help="reader processes (default: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any file was rejected")
@@ -324,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_mock)
 
     p = sub.add_parser("prepare", help="spectrum files (+ catalogue) → dataset.zarr (rest frame, masks, fill, splits)")
-    p.add_argument("--spectra", nargs="+", required=True, help="a folder of spec-*.fits files, or files")
+    p.add_argument("--spectra", nargs="+", required=True, help="a folder (every *.fits / *.fits.gz below it is tried), or files")
     p.add_argument("--catalog", help="GSWLC-2 or specObj catalogue with the galaxies' properties")
     p.add_argument("--out", required=True, help="the dataset, e.g. dataset.zarr")
     p.add_argument("--zmax", type=float, default=0.1, help="keep 0 < z < ZMAX (default 0.1)")
@@ -366,11 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train, parser=p)
 
-    p = sub.add_parser("encode", help="encode a dataset with a trained model → latents.fits")
-    p.add_argument("--model", required=True, help="model directory from `galvae train`")
-    p.add_argument("--data", required=True, help="dataset.zarr")
-    p.add_argument("--out", required=True, help="latent table (FITS or ECSV)")
+    p = sub.add_parser("encode", help="encode a dataset, or your own spec files, with a trained model → latent table")
+    p.add_argument("--model", required=True, help="model directory from `galvae train` (or a select cell)")
+    p.add_argument("--data", help="dataset.zarr to encode; with --spectra: the model's training dataset, "
+                                  "needed once when the model folder has no reference.npz yet")
+    p.add_argument("--spectra", nargs="+", metavar="FILE",
+                   help="raw SDSS/BOSS spec files or folders: prepared as the training set was, then encoded, "
+                        "with an outlier score (ELBO percentile among training spectra of similar S/N)")
+    p.add_argument("--analysis", help="with --spectra: explain's analysis folder, for D1…Dd "
+                                      "(default: the model folder's rotation.json, if explain left one)")
+    p.add_argument("--out", required=True, help="latent table (FITS or ECSV, by extension)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--strict", action="store_true", help="with --spectra: exit 1 if any file was rejected")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("select", help="BIC grid: latent size × condition subsets × seeds, on Dask (resumable)")
@@ -381,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'all' (16 subsets of logmstar, logsfr, logssfr, metallicity) or e.g. none,logmstar,logmstar+logsfr")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     p.add_argument("--arch", default="compact", choices=["compact", "paper"])
+    p.add_argument("--refine-steps", type=int, default=None,
+                   help="Adam steps refining each test spectrum's latent to its maximum likelihood, for BIC "
+                        "(default 40; 0: BIC at the encoder's posterior mean)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="train each condition set and seed in increasing d, each model starting from the "
+                        "previous one: fewer epochs per cell on a big survey")
+    p.add_argument("--n-iwae", type=int, default=16, help="importance samples of the IWAE bound (default 16)")
     _add_training_length_options(p)
     _add_dask_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -410,15 +461,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands that write into --out: each holds the folder's lock while it runs (galvae._lock)
+WRITERS = ("prepare", "train", "select", "run")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    # Off a terminal the progress bars give way to one line per stage (galvae._progress): show those lines.
+    logging.getLogger("galvae.progress").setLevel(logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        if args.command in WRITERS:  # one writer per output folder: a second one stops here, at once
+            from . import _dask
+            from ._lock import folder_lock
+
+            _dask.set_listen_address(getattr(args, "listen", None))
+            with folder_lock(args.out, f"galvae {args.command}"):
+                return args.func(args)
         return args.func(args)
     except (OSError, ValueError) as exc:  # bad arguments or unreadable inputs: say which, exit 2
         print(f"error: {exc}", file=sys.stderr)

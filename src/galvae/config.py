@@ -48,6 +48,8 @@ class SelectSection:
     epochs: int = 15
     patience: int = 6
     time_limit: float | None = None     # seconds of training per cell; None: the epoch budget alone
+    refine_steps: int | None = None     # latent refinement for BIC's maximised likelihood; None: the default
+    warm_start: bool = False            # each d starts from the trained d - 1 model (big surveys)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class RunConfig:
     workers: int | None = None          # Dask workers (default: one per core)
     scheduler: str | None = None        # address of a running Dask scheduler
     cluster: str = "local"              # 'local' or 'slurm'
+    listen: str = "127.0.0.1"           # address the Dask servers bind (docs/cluster_safety.md)
     mock: MockSection = field(default_factory=MockSection)
     prepare: PrepareSection = field(default_factory=PrepareSection)
     select: SelectSection = field(default_factory=SelectSection)

@@ -1,6 +1,6 @@
 """Train one model on one dataset, evaluate it on ``test``, and encode datasets with it.
 
-:func:`fit` trains a VAE/CVAE (DESIGN.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
+:func:`fit` trains a VAE/CVAE (docs/design.md §2 "Model"): AdamW with a warm-up + cosine learning rate,
 early stopping on ``val``, the best weights kept, an atomic checkpoint every epoch that ``resume=True``
 continues from exactly, and a NaN guard. Each split is a :class:`galvae.splits.Split`: one tensor on the
 device when it fits (``resident_gb``), else streamed from the Zarr chunks with reads overlapped with
@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._jsonio import to_jsonable, write_json as _write_json
+from ._atomic import atomic_write
+from ._jsonio import damaged, to_jsonable, write_json as _write_json
 from . import __version__
 from . import likelihood as lk
 from .models import PCA, load_model, save_weights
@@ -191,9 +191,7 @@ def training_basis(dataset, rows: np.ndarray, k: int):
 # ---------------------------------------------------------------------------------------------------
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 
@@ -201,12 +199,13 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+            w.writeheader()
+            w.writerows(history)
+
+    atomic_write(path, write)
 
 
 def _rng_states() -> dict:
@@ -227,7 +226,11 @@ def _save_checkpoint(out: Path, model, opt, state: TrainState, batch_gen: torch.
 
 
 def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device, best: BestWeights) -> TrainState:
-    ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    try:
+        ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated or overwritten: resuming from it is impossible, and guessing is wrong
+        raise damaged(out / CHECKPOINT, exc, "Rerun the same command (galvae train --resume, or galvae select "
+                      "for a grid's cell): the model is trained again from the start", aside=True) from exc
     if "best_model" in ck:
         best.state = ck["best_model"]
     elif (out / LEGACY_BEST).exists():
@@ -288,7 +291,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         weight_decay: float = 1e-4, seed: int = 0, patience: int = 10, device: str = "auto",
         resume: bool = False, progress: bool = True, dropout: float = 0.0, hidden=(512, 128), n_basis: int = 32,
         overwrite: bool = False, time_limit: float | None = None, resident_gb: float | None = None,
-        window_blocks: int = 8, callback: Callable[[int, dict], None] | None = None) -> Path:
+        window_blocks: int = 8, callback: Callable[[int, dict], None] | None = None,
+        init_from=None, score_test: bool = True) -> Path:
     """Train a VAE (or a CVAE, with ``conditions``) on ``dataset``; returns the model directory.
 
     Parameters
@@ -313,6 +317,11 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     window_blocks : store blocks (1000 rows each) whose rows are shuffled together: the shuffle buffer,
         and, when streaming, the rows read at a time. Part of the training settings: it sets the order.
     callback : called as ``callback(epoch, history_row)`` after each epoch's checkpoint is written.
+    init_from : a finished model directory of the same architecture, conditions and dataset with a
+        smaller d: its weights start this model (a warm start across d, :func:`warm_start`); the
+        latent dimensions it lacks start unused. Recorded in config.json.
+    score_test : score the test split into metrics.json (False when the caller scores it itself, as
+        ``galvae select`` does, so that the test split is read once per cell).
     """
     out = Path(out_dir)
     dev = resolve_device(device)
@@ -351,8 +360,11 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     model.set_data_scaling(*train.mean_std())
     if n_basis:
         model.set_basis(*(torch.from_numpy(a).to(dev) for a in basis))
+    if init_from is not None:
+        warm_start(model, init_from)
     config = _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, count_parameters(model),
                           time_limit)
+    config["init_from"] = None if init_from is None else str(init_from)
     opt = make_optimizer(model, s)
     batch_gen = torch.Generator().manual_seed(s.seed)
     autocast_dtype = torch.bfloat16 if dev.type == "cuda" else None
@@ -365,7 +377,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
              config["n_parameters"], dev, *("in memory" if d.resident else "streamed" for d in (train, val)))
 
     status = "done"
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     with tqdm(total=total_steps, initial=state.step, disable=not progress, unit="batch",
               desc=f"fit {arch} d={cfg.latent_dim}") as bar:
@@ -397,7 +409,43 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         status = "early_stopped"  # the last epoch ended the final plateau: it would have stopped anyway
     best.restore(model)
     del train, val  # their memory is free before the test split is read
-    return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype)
+    return _finish(out, dataset, model, config, cset, keep, state, status, dev, autocast_dtype, score_test)
+
+
+def warm_start(model: VAE, source_dir) -> None:
+    """Start ``model`` (latent size d) from the finished model in ``source_dir`` (d' ≤ d, same
+    architecture, conditions and training split): every weight is copied; the posterior heads' first d'
+    rows and the decoder's inputs for z_1..z_d' and the conditions take the old values, the new latent
+    dimensions' decoder inputs start at zero, so the new model starts as the old one with its extra
+    dimensions unused, and training only has to find what they add."""
+    from .models import load_weights, weights_path
+
+    source_dir = Path(source_dir)
+    old_cfg = json.loads((source_dir / "config.json").read_text())["model"]
+    cfg = model.cfg
+    d_old, d = int(old_cfg["latent_dim"]), cfg.latent_dim
+    differ = {k: (old_cfg.get(k), getattr(cfg, k)) for k in ("arch", "n_pix", "n_conditions", "hidden", "n_basis")
+              if old_cfg.get(k) != json.loads(json.dumps(getattr(cfg, k), default=to_jsonable))}
+    if differ or d_old > d:
+        raise ValueError(f"cannot warm-start d={d} from {source_dir} (d={d_old}): differs in "
+                         f"{differ or 'latent size (larger)'}")
+    old = load_weights(weights_path(source_dir))
+    first_decoder = next(name for name, p in model.named_parameters() if name.startswith("decoder.") and
+                         p.ndim == 2 and p.shape[1] == d + cfg.n_conditions)
+    new = model.state_dict()
+    with torch.no_grad():
+        for name, value in new.items():
+            src = old[name].to(value.device, value.dtype)
+            if src.shape == value.shape:
+                value.copy_(src)
+            elif name.startswith(("mu_head.", "logvar_head.")):
+                value[:d_old] = src  # rows: one per latent dimension
+            elif name == first_decoder:
+                value.zero_()
+                value[:, :d_old] = src[:, :d_old]
+                value[:, d:] = src[:, d_old:]  # the conditions' columns follow z's
+            else:
+                raise ValueError(f"cannot warm-start {name}: {tuple(src.shape)} → {tuple(value.shape)}")
 
 
 def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> bool:
@@ -510,12 +558,16 @@ def _nan_guard(model, opt, s: TrainSettings, state: TrainState, best: BestWeight
     return True
 
 
-def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype) -> Path:
+def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, status, dev, autocast_dtype,
+            score_test: bool = True) -> Path:
     """The model (at its best weights) → weights file; test metrics → metrics.json; remove the training files."""
     wpath = save_weights(out, model.state_dict())
-    test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev, resident_gb=0)  # one pass: streamed
     k = config["model"]["latent_dim"] + len(cset)
-    metrics = _test_metrics(model, test, k, config["training"]["seed"], autocast_dtype)
+    if score_test:
+        test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev, resident_gb=0)  # streamed
+        metrics = _test_metrics(model, test, k, config["training"]["seed"], autocast_dtype)
+    else:
+        metrics = {"split": "test", "n_test": int(config["n_spectra"]["test"]), "k": int(k), "scored": False}
     metrics.update({"status": status, "best_epoch": state.best_epoch, "best_val_loss": state.best_loss,
                     "epochs_run": state.epoch, "train_seconds": float(sum(r["seconds"] for r in state.history)),
                     "n_excluded_missing_conditions": config["n_excluded_missing_conditions"]})
@@ -525,8 +577,9 @@ def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, st
     _write_history(out / "history.csv", state.history)
     for name in (CHECKPOINT, LEGACY_BEST):
         (out / name).unlink(missing_ok=True)
-    log.info("%s: %s after %d epochs; test χ²/pixel %.4g, ln L %.6g", out, status, state.epoch,
-             metrics["chi2_per_pixel"]["mean"], metrics["ln_likelihood"]["mean"])
+    if score_test:
+        log.info("%s: %s after %d epochs; test χ²/pixel %.4g, ln L %.6g", out, status, state.epoch,
+                 metrics["chi2_per_pixel"]["mean"], metrics["ln_likelihood"]["mean"])
     return out
 
 
@@ -581,15 +634,16 @@ def fit_pca(dataset, out_dir, n_components: int, weighted: bool = False, n_iter:
 # encoding a dataset
 # ---------------------------------------------------------------------------------------------------
 
-def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples: int = 8,
+def encode_dataset(model_dir, dataset, out_path=None, device: str = "cpu", n_samples: int = 8,
                    batch_size: int = 1024, progress: bool = True):
-    """Encode every spectrum of ``dataset`` and write a latent catalogue (FITS, ECSV, … by extension).
+    """Encode every spectrum of ``dataset`` and write a latent catalogue (FITS, ECSV, … by extension;
+    ``out_path=None`` writes nothing).
 
     Columns: id, z, split, mu_1..d, sigma_1..d, chi2_per_pixel, ln_likelihood, elbo, n_good. Rows
     lacking a condition the model needs get NaN. Returns the astropy Table written.
     """
     from astropy.table import Table
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     model = load_model(model_dir, device=device)
     names = model.condition_names
@@ -628,14 +682,13 @@ def encode_dataset(model_dir, dataset, out_path, device: str = "cpu", n_samples:
         table[k] = v
     table.meta.update({"MODELDIR": str(model_dir), "KIND": model.config.get("kind"), "LATDIM": d,
                        "CONDS": ",".join(names), "NOCOND": int((~keep).sum())})  # FITS-safe keys
-    _write_table(table, Path(out_path))
-    log.info("encoded %d spectra (%d lacked conditions) → %s", len(rows), int((~keep).sum()), out_path)
+    if out_path is not None:  # None: the caller (the Python API, explain) only wants the table
+        _write_table(table, Path(out_path))
+    log.info("encoded %d spectra (%d lacked conditions) → %s", len(rows), int((~keep).sum()), out_path or "a table")
     return table
 
 
 def _write_table(table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
     fmt = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv"}.get(path.suffix.lower())
-    table.write(tmp, overwrite=True, format=fmt or "fits")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, overwrite=True, format=fmt or "fits"))

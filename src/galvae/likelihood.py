@@ -1,4 +1,4 @@
-"""The likelihood, ELBO and BIC that every stage shares (DESIGN.md §3), defined once.
+"""The likelihood, ELBO and BIC that every stage shares (docs/design.md §3), defined once.
 
 Every function takes NumPy arrays or torch tensors (the last axis is pixels or latent dimensions) and
 returns the same kind, so the trainer, ``select`` and ``explain`` use literally the same formulas.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import write_text
 from .config import RunConfig
 from .select.report import lowest_val_loss
 
@@ -69,11 +70,16 @@ def source_inputs(cfg: RunConfig, out: Path, progress: bool):
     raise ValueError(f"unknown source {cfg.source!r}: 'mock' or 'sdss'")
 
 
-def best_vae_cell(table, cells_dir: Path) -> Path:
-    """The plain VAE chosen by mean BIC over seeds; of its seeds, the one with the lowest validation loss."""
+def best_vae_cell(table, cells_dir: Path, best: dict | None = None) -> Path:
+    """The plain VAE that select chose (best.json's ``one_se_plain_vae``: the one-standard-error rule among
+    plain VAEs); without it (an older grid), the lowest mean BIC over seeds. Of its seeds, the one with the
+    lowest validation loss."""
     rows = [r for r in table if r["status"] == "done" and int(r["n_conditions"]) == 0]
     if not rows:
         raise ValueError("no plain-VAE cell of the grid finished: nothing to explain")
+    chosen = (best or {}).get("one_se_plain_vae")
+    if chosen:
+        return cells_dir.parent / chosen["model_dir"]
     by_d: dict = {}
     for r in rows:
         by_d.setdefault(int(r["d"]), []).append(r)
@@ -103,7 +109,7 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
 
     out = Path(out_dir).resolve()  # artifacts refer to each other by path: make them cwd-independent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
+    write_text(out / "config.json", cfg.to_json())
     timings: dict = {}
     dask = dict(scheduler=cfg.scheduler, cluster=cfg.cluster,
                 workers=cfg.workers)
@@ -129,15 +135,16 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
         grid = select_grid(data, out / "select", latent=parse_latent(s.latent),
                            conditions=condition_sets, seeds=s.seeds, arch=s.arch, epochs=s.epochs,
                            needed=conditions_needed(condition_sets),
-                           patience=s.patience, time_limit=s.time_limit, progress=progress, **dask)
+                           patience=s.patience, time_limit=s.time_limit, refine_steps=s.refine_steps,
+                           warm_start=s.warm_start, progress=progress, **dask)
     with _stage("explain", timings):
         cells = out / "select" / "cells"
-        explain(best_vae_cell(grid.table, cells), data, out, truth=truth,
+        explain(best_vae_cell(grid.table, cells, grid.best), data, out, truth=truth,
                 cvae_dirs=single_condition_cells(grid.table, cells), n_boot=cfg.explain.n_boot,
                 n_background=cfg.explain.shap_background, n_explain=cfg.explain.shap_explain,
                 progress=progress)
     with _stage("report", timings):
         report = write_report(out, data, out / "analysis", select_dir=out / "select",
                               config={**cfg.to_dict(), "stage_seconds": timings})
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    write_text(out / "timings.json", json.dumps(timings, indent=2))
     return Path(report)

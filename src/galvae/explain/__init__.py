@@ -1,17 +1,22 @@
-"""Explain: what the latent variables mean (DESIGN.md §1, the paper's §4 and Figures 1, 3–6).
+"""Explain: what the latent variables mean (docs/design.md §1, the paper's §4 and Figures 1, 3–6).
 
 - :mod:`.rotation`     PCA of the training posterior means → D1…Dd by explained variance
 - :mod:`.mutual_info`  KSG mutual information and Spearman ρ between each D_j and each property
 - :mod:`.maps`         property medians in bins of latent pairs (Figure 1)
 - :mod:`.traversal`    decoded spectra along each D_j and along each CVAE condition (Figures 3, 5)
 - :mod:`.attribution`  SHAP per wavelength for each D_j, with a fidelity check (Figure 6)
-- :mod:`.catalog`      ``latents.fits``: every spectrum's latents, χ²/pixel and ELBO
+- :mod:`.catalog`      ``latents.fits``: every spectrum's latents, χ²/pixel, ELBO and outlier score
+- :mod:`.unusual`      the most unusual test spectra beside their reconstructions
 - :mod:`.predictive`   what the latents know: cross-validated R² of properties, VAE against PCA
+- :mod:`.external`     a user's own spec files through the model (``galvae encode --spectra``)
 
 :func:`explain` runs them all on one model and dataset and writes ``OUT/analysis/``::
 
     rotation.json  latents.fits  mi.ecsv  spearman.ecsv  maps.npz  traversals.npz  cvae_traversals.npz
-    shap.npz  r2.ecsv  summary.json  stamps.json  figures/*.png
+    shap.npz  unusual.npz  r2.ecsv  summary.json  stamps.json  figures/*.png
+
+and, in the model folder when the dataset is the one it was trained on, ``rotation.json`` and
+``reference.npz``: what ``galvae encode --spectra`` needs to score new spectra (:mod:`.external`).
 
 Rerunning skips the expensive parts (encoding, MI, SHAP) whose inputs and settings are unchanged.
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._jsonio import write_json as _write_json
 from ..prepare.dataset import take_rows
 from .rotation import LatentRotation
@@ -130,15 +136,11 @@ class _Stamps:
 
 
 def _write_ecsv(table, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
 
 
 def _savez(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def _shap_sets(dataset, n_background: int, n_explain: int, seed: int):
 
 
 def _cvae_traversals(cvae_dirs, dataset, progress):
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     from ..models import load_model
     from ..models.conditions import rows_with_conditions
@@ -235,7 +237,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     cvae_dirs : CVAE model directories, each decoded along its conditions (Figure 5).
     properties : catalogue properties for MI, ρ and maps (default: mutual_info.PROPERTIES).
     n_boot : half-samples for the MI uncertainties. max_mi_samples : cap on rows for MI (speed).
-    mi_split : 'test' (DESIGN §3: reported numbers use test), 'train' or 'all'; all rows are used when
+    mi_split : 'test' (docs/design.md §3: reported numbers use test), 'train' or 'all'; all rows are used when
         the split has fewer than ``min_mi_rows`` spectra (recorded in summary.json).
     map_bins, min_count : Figure 1's bins per axis (default: from the number of spectra, ≤ 20) and its
         minimum galaxies per bin.
@@ -279,7 +281,15 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
         rotation.save(out / "rotation.json")
         stamps.done("latents", base)
     D, names = rotated_latents(latents), rotation.names
+    _keep_with_model(model_dir, dataset, latents, rotation)
     timings["latents"] = time.perf_counter() - t
+
+    # 1b. the most unusual test spectra beside their reconstructions (cheap: a few spectra)
+    from .unusual import unusual_arrays, unusual_rows
+    unusual = unusual_arrays(model, dataset, latents, unusual_rows(latents)) if "outlier_percentile" in \
+        latents.colnames else None
+    if unusual is not None:
+        _savez(out / "unusual.npz", unusual)
 
     # 2. mutual information and Spearman ρ
     t = time.perf_counter()
@@ -383,6 +393,20 @@ def _latent_information(out, stamps, base, latents, split, dataset, truth, truth
     return table
 
 
+def _keep_with_model(model_dir, dataset, latents, rotation) -> None:
+    """Leave in the model folder what encoding new spectra needs: the rotation (D1…Dd) and the outlier
+    reference (:mod:`.external`), when this is the dataset the model was trained on."""
+    from .external import REFERENCE, ROTATION, Reference, build_reference, weights_digest
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if config.get("dataset_digest") != dataset.attrs.get("inputs_digest"):
+        return
+    rotation.save(Path(model_dir) / ROTATION)
+    ref = Path(model_dir) / REFERENCE
+    if "elbo" in latents.colnames and not (ref.exists() and Reference.load(ref).weights_digest == weights_digest(model_dir)):
+        build_reference(model_dir, dataset, encoded=latents)
+
+
 def _summary(model_dir, dataset, rotation, latents, mi, rho, names, mi_split, rows, shap_result, cvae_dirs,
              cvae_travs, has_truth, min_count, tracking_summary) -> dict:
     from .attribution import showcase_dims, showcase_index
@@ -407,10 +431,22 @@ def _summary(model_dir, dataset, rotation, latents, mi, rho, names, mi_split, ro
         "cvae": {"models": [str(d) for d in cvae_dirs],
                  "conditions": [f"{t.label}:{t.name}" for t in cvae_travs]},
         "outliers": _outliers(latents),
+        "unusual": _unusual(latents),
     }
     if has_truth:
         out["truth"] = {"tracks": tracking_summary(mi[mi["source"] == "truth"], rho[rho["source"] == "truth"], names)}
     return out
+
+
+def _unusual(latents) -> list[dict]:
+    """The most unusual test spectra (lowest outlier percentile): unusual.npz's rows."""
+    from .unusual import unusual_rows
+
+    if "outlier_percentile" not in latents.colnames:
+        return []
+    return [{"id": str(latents["id"][i]), "outlier_percentile": float(latents["outlier_percentile"][i]),
+             "sn_median": float(latents["sn_median"][i]), "elbo": float(latents["elbo"][i]),
+             "chi2_per_pixel": float(latents["chi2_per_pixel"][i])} for i in unusual_rows(latents)]
 
 
 def _outliers(latents, n: int = 10) -> list[dict]:
@@ -488,6 +524,13 @@ def draw_figures(analysis_dir) -> dict:
     out["fig6_shap"] = F.save(F.shap_figure(swave, result.values[k], spectrum, dims, result.mean_abs(),
                                             galaxy=str(ids[k]), latent_names=names, filled=filled,
                                             unobserved=result.unobserved), fig_dir / "fig6_shap.png")
+    if (a / "unusual.npz").exists():
+        from .unusual import unusual_figure
+
+        with np.load(a / "unusual.npz") as f:
+            arrays = {k: f[k] for k in f.files}
+        if len(arrays["id"]):
+            out["unusual_spectra"] = F.save(unusual_figure(arrays), fig_dir / "unusual_spectra.png")
     r2 = Table.read(a / "r2.ecsv") if (a / "r2.ecsv").exists() else []
     if len(r2):
         out["latent_information"] = F.save(F.r2_figure(r2), fig_dir / "latent_information.png")

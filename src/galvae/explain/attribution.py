@@ -231,21 +231,18 @@ def showcase_dims(d: int) -> tuple[int, int]:
 def save_shap(result: ShapResult, path, wave, ids, flux=None, filled=None, unobserved=None) -> None:
     """Write the result as .npz (float32 values), with the explained spectra's ``flux``, their ``filled``
     masks (n, P) and the dataset's ``unobserved`` columns (P,) when given (also kept on ``result``)."""
-    import os
-    from pathlib import Path
+    from .._atomic import atomic_write
 
-    path = Path(path)
     if filled is not None:
         result.filled = np.asarray(filled, bool)
     if unobserved is not None:
         result.unobserved = np.asarray(unobserved, bool)
     masks = {k: v for k, v in (("filled", result.filled), ("unobserved", result.unobserved)) if v is not None}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **masks, values=result.values, expected=result.expected, outputs=result.outputs,
-                        rows=result.rows, background_rows=result.background_rows, method=result.method,
-                        wave=np.asarray(wave), ids=np.array([str(i) for i in ids]),
-                        flux=np.zeros((0, len(wave)), np.float32) if flux is None else np.asarray(flux, np.float32))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez_compressed(
+        tmp, **masks, values=result.values, expected=result.expected, outputs=result.outputs, rows=result.rows,
+        background_rows=result.background_rows, method=result.method, wave=np.asarray(wave),
+        ids=np.array([str(i) for i in ids]),
+        flux=np.zeros((0, len(wave)), np.float32) if flux is None else np.asarray(flux, np.float32)))
 
 
 def load_shap(path) -> tuple[ShapResult, np.ndarray, np.ndarray, np.ndarray]:

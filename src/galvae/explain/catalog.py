@@ -1,8 +1,10 @@
 """The latent catalogue ``latents.fits``: every spectrum's latents, rotated latents and fit quality.
 
-Columns: id, z, split, D1…Dd (rotated posterior means), mu_1…d and sigma_1…d (raw posterior means and
-standard deviations), chi2_per_pixel, ln_likelihood, elbo (nats; low = poorly explained, an outlier
-score), n_good, and elbo_percentile (the ELBO's percentile among the test split's spectra). The encoding
+Columns: id, z, sn_median, split, D1…Dd (rotated posterior means), mu_1…d and sigma_1…d (raw posterior
+means and standard deviations), chi2_per_pixel, ln_likelihood, elbo (nats; low = poorly explained),
+n_good, elbo_percentile (the ELBO's percentile among the test split's spectra), sn_bin and
+outlier_percentile (the ELBO's percentile among the training spectra of similar S/N: the outlier score,
+:mod:`.unusual`). The encoding
 itself is :func:`galvae.fit.encode_dataset`; this module adds the rotation and the percentile.
 """
 
@@ -20,14 +22,11 @@ log = logging.getLogger(__name__)
 
 def write_fits(table, path) -> Path:
     """Write a table as FITS atomically (temporary file, then rename)."""
-    import os
+    from .._atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, overwrite=True, format="fits")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: table.write(tmp, overwrite=True, format="fits"))
 
 
 def with_plain_ids(dataset):
@@ -94,8 +93,10 @@ def latent_catalog(model_dir, dataset, out_path, rotation: LatentRotation | None
     """
     from ..fit import encode_dataset
 
+    from .unusual import score_catalog
+
     out_path = Path(out_path)
-    table = encode_dataset(model_dir, with_plain_ids(dataset), out_path, n_samples=n_samples, progress=progress)
+    table = encode_dataset(model_dir, with_plain_ids(dataset), None, n_samples=n_samples, progress=progress)
     if rotation is None:
         train = np.asarray(table["split"]) == "train"
         rotation = LatentRotation(meta={"model_dir": str(model_dir), "fitted_on": "train posterior means"})
@@ -103,6 +104,9 @@ def latent_catalog(model_dir, dataset, out_path, rotation: LatentRotation | None
     add_rotation(table, rotation)
     test = np.asarray(table["split"]) == "test"
     table["elbo_percentile"] = percentile_of(table["elbo"], np.asarray(table["elbo"])[test])
+    sn = dataset.props["sn_median"] if "sn_median" in dataset.props.colnames else np.full(len(table), np.nan)
+    table.add_column(np.asarray(sn, dtype=np.float64), name="sn_median", index=table.colnames.index("z") + 1)
+    score_catalog(table, table["sn_median"])
     for name in ("chi2_per_pixel", "ln_likelihood", "elbo"):
         table[name].description = {"chi2_per_pixel": "chi^2 per good pixel at the posterior mean",
                                    "ln_likelihood": "Gaussian ln L at the posterior mean, nats",
@@ -118,13 +122,9 @@ def encode_with(model_dir, dataset, rotation: LatentRotation, reference=None, n_
 
     ``reference``: ELBO values (e.g. the mock's test spectra) to express each ELBO as a percentile of.
     """
-    import tempfile
-
     from ..fit import encode_dataset
 
-    with tempfile.TemporaryDirectory() as tmp:
-        table = encode_dataset(model_dir, with_plain_ids(dataset), Path(tmp) / "t.fits", n_samples=n_samples,
-                               progress=progress)
+    table = encode_dataset(model_dir, with_plain_ids(dataset), None, n_samples=n_samples, progress=progress)
     add_rotation(table, rotation)
     if reference is not None:
         table["elbo_percentile"] = percentile_of(table["elbo"], reference)

@@ -6,12 +6,12 @@ are rest-frame vacuum Å; emission lines and the D4000 windows are marked on eve
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .mutual_info import PROPERTY_LABELS
 from .traversal import D4000_BANDS, LINE_LABELS
 
@@ -45,10 +45,10 @@ def save(fig, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -87,7 +87,7 @@ def mi_table(latents, props, names, latent_names=None, n_boot: int = 30, n_neigh
     are skipped. MI and mi_err are in nats.
     """
     from astropy.table import Table
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     latents = np.atleast_2d(np.asarray(latents, dtype=np.float64))
     latent_names = latent_names or [f"D{j + 1}" for j in range(latents.shape[1])]

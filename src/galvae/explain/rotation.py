@@ -8,7 +8,6 @@ information is lost: ``inverse_transform(transform(mu)) == mu``. Stored as plain
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,11 +92,9 @@ class LatentRotation:
 
     def save(self, path) -> Path:
         """Write JSON atomically; returns the path."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        from .._atomic import write_text
+
+        return write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path) -> LatentRotation:

@@ -1,6 +1,6 @@
 """Models with one encode/decode API: the VAE/CVAE (:mod:`.vae`) and the PCA baselines (:mod:`.pca`).
 
-A model directory (DESIGN.md §2) holds ``config.json`` and the weights: ``model.safetensors`` when the
+A model directory (docs/design.md §2) holds ``config.json`` and the weights: ``model.safetensors`` when the
 ``safetensors`` package is importable, else ``weights.pt`` (a state dict read back with
 ``torch.load(weights_only=True)``), or ``pca.npz`` for PCA. :func:`load_model` reads any of them and
 never unpickles arbitrary objects.
@@ -9,7 +9,6 @@ never unpickles arbitrary objects.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +45,13 @@ def save_weights(model_dir, state_dict: dict) -> Path:
 
     d = Path(model_dir)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    from .._atomic import atomic_write
+
     if _have_safetensors():
         from safetensors.torch import save_file
 
-        path = d / SAFETENSORS_NAME
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-    else:
-        path = d / TORCH_NAME
-        tmp = path.with_suffix(".tmp")
-        torch.save(tensors, tmp)
-    os.replace(tmp, path)
-    return path
+        return atomic_write(d / SAFETENSORS_NAME, lambda tmp: save_file(tensors, str(tmp)))
+    return atomic_write(d / TORCH_NAME, lambda tmp: torch.save(tensors, tmp))
 
 
 def weights_path(model_dir) -> Path:
@@ -77,8 +71,16 @@ def load_weights(path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        read = lambda: load_file(str(path))  # noqa: E731
+    else:
+        read = lambda: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
+    try:
+        return read()
+    except Exception as exc:  # truncated or overwritten weights: an error naming the file, never a guess
+        from .._jsonio import damaged
+
+        raise damaged(path, exc, f"Train the model again: rerun the command that wrote {Path(path).parent} "
+                      "(galvae train --overwrite, or galvae select after deleting that cell's folder)") from exc
 
 
 class TrainedVAE:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write
 from .._jsonio import write_json as _write_json
 
 log = logging.getLogger(__name__)
@@ -204,9 +204,8 @@ class PCA:
         """Write config.json and pca.npz (plain arrays, loaded without pickle) atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (ARRAYS + ".tmp.npz")
-        np.savez(tmp, mean=self.mean_, components=self.components_, explained_variance=self.explained_variance_)
-        os.replace(tmp, out / ARRAYS)
+        atomic_write(out / ARRAYS, lambda tmp: np.savez(tmp, mean=self.mean_, components=self.components_,
+                                                        explained_variance=self.explained_variance_))
         cfg = dict(self.config, **(extra or {}))
         _write_json(out / "config.json", cfg)
         return out

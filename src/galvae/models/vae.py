@@ -300,6 +300,22 @@ class VAE(nn.Module):
         self.decoder.expand.bias.copy_((mean - self.shift) / self.scale)
 
 
+    def output_basis(self):
+        """For a compact model with eigenspectra, the decoder's linear end: ``(coefficients, basis, offset)``
+        with ``decode(z, c) == offset + coefficients(z, c) @ basis`` (``basis`` (K, P)), so that a fit of z
+        can work in the K coefficients instead of the P pixels; None for other models."""
+        if self.cfg.arch != "compact" or not self.cfg.n_basis:
+            return None
+        expand = self.decoder.expand
+        basis = expand.weight.T * self.scale          # (K, P)
+        offset = self.shift + self.scale * expand.bias
+
+        def coefficients(z, cond=None):
+            return self.decoder.net(self._with_conditions(z, cond))
+
+        return coefficients, basis, offset
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,4 +1,4 @@
-"""The dataset store (``dataset.zarr``, DESIGN.md §2): layout, splits, and reading it back.
+"""The dataset store (``dataset.zarr``, docs/design.md §2): layout, splits, and reading it back.
 
 Layout of the Zarr group::
 
@@ -10,8 +10,13 @@ Layout of the Zarr group::
     split    (N,)     uint8    0 train, 1 val, 2 test (attrs['codes'])
     props/   one (N,) array per property column (id, z, logmstar, …; NaN where unknown)
     rejects/ path, id, reason: every input left out, and why
+    fill_basis/ basis (K, P), mean (P): the gappy-PCA eigenspectra the bad pixels were filled with
     attrs    provenance: config, versions, counts; ``fill``: how bad pixels were filled, and the
              columns no (or too few) training spectra observe (``Dataset.unobserved``)
+
+Every array is written Zstandard-compressed with a CRC32C of each compressed chunk (:func:`checksummed`),
+so that a damaged chunk is an error naming its file, never numbers; stores written before the
+checksum was added are read as they are.
 
 Reading rows back: :func:`take_rows` reads any rows of an in-memory array, a lazy Zarr array or a
 :class:`RowView`; :func:`row_blocks` groups sorted rows in blocks of BLOCK_ROWS stored rows (one Zarr
@@ -22,12 +27,61 @@ training batches that way).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 SPLIT_CODES = ("train", "val", "test")
+
+
+def checksummed() -> dict:
+    """``create_array`` keywords of every dataset array: Zstandard as zarr's default, then CRC32C, which
+    stores a checksum after each compressed chunk and checks it on every read."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": (ZstdCodec(level=0), Crc32cCodec())}
+
+
+class DamagedStoreError(ValueError):
+    """A chunk of the dataset store fails its checksum (or cannot be decoded)."""
+
+
+def _chunk_file(array, coords) -> str:
+    store = array.store_path.store
+    root = getattr(store, "root", None)
+    key = f"{array.store_path.path}/{array.metadata.encode_chunk_key(coords)}"
+    return str(Path(root) / key) if root is not None else f"{array.store_path}/{key}"
+
+
+def _damaged_chunk(array, lo: int = 0, hi: int | None = None) -> str | None:
+    """The file of the first chunk holding rows [lo, hi) that cannot be read back, or None."""
+    chunks, shape = array.chunks, array.shape
+    first = range(lo // chunks[0], -(-(shape[0] if hi is None else hi) // chunks[0])) if shape else [()]
+    rest = [range(-(-n // c)) for n, c in zip(shape[1:], chunks[1:])]
+    for coords in itertools.product(first, *rest) if shape else [()]:
+        block = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, chunks, shape))
+        try:
+            array[block]
+        except Exception:  # noqa: BLE001 - any failure to decode this chunk is the damage looked for
+            return _chunk_file(array, coords)
+    return None
+
+
+def checked_read(array, read, lo: int = 0, hi: int | None = None):
+    """``read()`` of a Zarr array; a chunk that fails its checksum becomes a :class:`DamagedStoreError`
+    naming the chunk's file and how to rebuild the dataset."""
+    try:
+        return read()
+    except Exception as exc:
+        damaged = _damaged_chunk(array, lo, hi)
+        if damaged is None:
+            raise
+        root = getattr(array.store_path.store, "root", None) or array.store_path
+        raise DamagedStoreError(
+            f"{damaged} is damaged ({type(exc).__name__}: {exc}); the dataset cannot be trusted: delete {root} "
+            "and rerun `galvae prepare` with the same inputs to rebuild it") from exc
 
 
 def split_of(ids, fractions=(0.8, 0.1, 0.1), salt: str = "galvae-split-v1") -> np.ndarray:
@@ -98,8 +152,8 @@ def take_rows(array, rows) -> np.ndarray:
         return take_rows(array, unique)[inverse]
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     if rows.size * 4 >= hi - lo:
-        return np.asarray(array[lo:hi])[rows - lo]
-    return np.asarray(array.oindex[rows])
+        return checked_read(array, lambda: np.asarray(array[lo:hi]), lo, hi)[rows - lo]
+    return checked_read(array, lambda: np.asarray(array.oindex[rows]), lo, hi)
 
 
 def row_blocks(array, rows) -> list[np.ndarray]:
@@ -176,11 +230,12 @@ def open_dataset(path: str | Path, load: bool = True) -> Dataset:
             raise ValueError(f"{path} is not a galvae dataset ({exc})") from None
     if not attrs.get("complete"):
         raise ValueError(f"{path} is an unfinished dataset: rerun `galvae prepare` to complete it")
-    get = (lambda a: a[...]) if load else (lambda a: a)
+    whole = (lambda a: checked_read(a, lambda: a[...]))
+    get = whole if load else (lambda a: a)
     props = Table({name: _column(root["props"][name]) for name in attrs["props_columns"]})
     return Dataset(
-        wave=root["wave"][...], flux=get(root["flux"]), ivar=get(root["ivar"]), filled=get(root["filled"]),
-        norm=root["norm"][...], split=root["split"][...], props=props, attrs=attrs, path=str(path),
+        wave=whole(root["wave"]), flux=get(root["flux"]), ivar=get(root["ivar"]), filled=get(root["filled"]),
+        norm=whole(root["norm"]), split=whole(root["split"]), props=props, attrs=attrs, path=str(path),
     )
 
 
@@ -196,5 +251,5 @@ def read_rejects(path: str | Path):
 
 def _column(array) -> np.ndarray:
     """A stored 1-D column as plain NumPy; Zarr's variable-length strings become fixed-width str."""
-    values = array[...]
+    values = checked_read(array, lambda: array[...])
     return np.array(values.tolist(), dtype=str) if values.dtype.kind in "OT" else values

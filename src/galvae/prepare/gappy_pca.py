@@ -175,7 +175,7 @@ def _basis_sample(n, basis_rows, rng):
 def _iterations(n_iter, progress):
     if not progress:
         return range(n_iter)
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     return tqdm(range(n_iter), desc="gappy PCA", unit="iter")
 

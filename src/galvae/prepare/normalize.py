@@ -1,4 +1,4 @@
-"""Per-spectrum normalisation (DESIGN.md §3).
+"""Per-spectrum normalisation (docs/design.md §3).
 
 Each spectrum is divided by the median of its good pixels in a rest-frame window that every accepted
 redshift covers. The default 5300–5800 Å lies inside the rest-frame coverage of an SDSS spectrum

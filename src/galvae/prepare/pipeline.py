@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import atomic_write, write_text
 from .._dask import close_client, make_client, run_tasks
 from ..sources.sdss import find_spectrum_files, read_spectra
 from . import dataset as ds
@@ -56,9 +57,7 @@ def chunk_path(staging, index: int) -> Path:
 
 def _savez_atomic(target: Path, **arrays) -> None:
     """np.savez to a temporary name, then rename: a reader never sees half a file."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: np.savez(tmp, **arrays))
 
 
 @dataclass
@@ -144,15 +143,15 @@ def _stack_rest_frame(spectra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return wave, flux, ivar
 
 
-def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) -> dict:
-    """Pass 1 for one chunk of files; writes ``chunk-{index:05d}.npz`` and returns its tally."""
-    target = chunk_path(staging, index)
-    if target.exists():
-        with np.load(target, allow_pickle=False) as z:
-            return {"index": index, "n_kept": int(z["flux"].shape[0]), "skipped": True}
-    spectra, rejects = read_spectra(paths, workers=1, require_good_pixels=True)
-    rejects = [(r.path, "", r.reason) for r in rejects]
-    kept = []
+def rest_frame_batch(spectra, cfg: PrepareConfig):
+    """Pass 1 on spectra already read: selection cuts, bad pixels, rest frame, resampling, normalisation.
+
+    Returns ``(kept, flux, ivar, norm, rejects)``: the spectra kept, their (n, P) normalised flux and
+    ivar on the grid (0 at bad pixels, not yet filled), the factors, and (path, id, reason) rejects.
+    Shared by prepare and by the encoding of a user's own spectra with a trained model
+    (:mod:`galvae.explain.external`), so both see a spectrum the same way.
+    """
+    rejects, kept = [], []
     for s in spectra:
         problem = _selection_problem(s, cfg)
         if problem:
@@ -181,6 +180,18 @@ def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) 
         flux = np.where(good[ok], flux_r[ok] / f, 0.0).astype(np.float32)
         ivar = np.where(good[ok], ivar_r[ok] * f**2, 0.0).astype(np.float32)
         norm = factors[ok].astype(np.float32)
+    return kept, flux, ivar, norm, rejects
+
+
+def stage_chunk(index: int, paths: list[str], staging: str, cfg: PrepareConfig) -> dict:
+    """Pass 1 for one chunk of files; writes ``chunk-{index:05d}.npz`` and returns its tally."""
+    target = chunk_path(staging, index)
+    if target.exists():
+        with np.load(target, allow_pickle=False) as z:
+            return {"index": index, "n_kept": int(z["flux"].shape[0]), "skipped": True}
+    spectra, rejects = read_spectra(paths, workers=1, require_good_pixels=True)
+    kept, flux, ivar, norm, more = rest_frame_batch(spectra, cfg)
+    rejects = [(r.path, "", r.reason) for r in rejects] + more
     meta = {
         "id": np.array([s.id for s in kept], dtype=str),
         "specobjid": np.array([s.specobjid for s in kept], dtype=str),
@@ -466,7 +477,7 @@ def prepare_dataset(spectra, out, catalog=None, config: PrepareConfig | None = N
             shutil.rmtree(out)  # different inputs or config: start over (_check_out_folder: ours or empty)
     staging = out / STAGING
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "inputs.json").write_text(json.dumps({"digest": digest, "n_files": len(paths)}))
+    write_text(staging / "inputs.json", json.dumps({"digest": digest, "n_files": len(paths)}))
 
     chunks = [paths[i:i + cfg.files_per_task] for i in range(0, len(paths), cfg.files_per_task)]
     client = make_client(scheduler, cluster, workers)
@@ -527,7 +538,8 @@ def _create_arrays(out: Path, n_rows: int, cfg: PrepareConfig) -> None:
         return  # resuming pass 2
     chunks = (cfg.rows_per_chunk, cfg.n_pix)
     for name, dtype in (("flux", "float32"), ("ivar", "float32"), ("filled", "bool")):
-        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True)
+        root.create_array(name, shape=(n_rows, cfg.n_pix), chunks=chunks, dtype=dtype, overwrite=True,
+                          **ds.checksummed())
 
 
 def _gather_staged(staging: Path, n_chunks: int) -> tuple[dict, np.ndarray]:
@@ -588,17 +600,28 @@ def _stored_property(name: str, column) -> np.ndarray:
 def _write_column(group, name: str, values: np.ndarray) -> None:
     """A 1-D column; text as Zarr's variable-length UTF-8 strings (a specified v3 data type)."""
     if values.dtype.kind in "USO":
-        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True)
+        arr = group.create_array(name, shape=values.shape, dtype=str, overwrite=True, **ds.checksummed())
         if values.size:
             arr[:] = values.astype(str).astype(object)
     else:
-        group.create_array(name, data=values, overwrite=True)
+        group.create_array(name, data=values, overwrite=True, **ds.checksummed())
 
 
 def reason_category(reason: str) -> str:
     """The part of a reject reason before its details ('truncated: HDU 2 needs …' → 'truncated')."""
     head = reason.split(":", 1)[0]
     return head.split(" (", 1)[0].strip()
+
+
+FILL_BASIS = "fill_basis"  # group of the dataset: the eigenbasis and mean its bad pixels were filled with
+
+
+def _store_fill_basis(root, staging: Path) -> None:
+    """Keep the gappy-PCA basis in the dataset: a model's user fills new spectra's gaps with the same one."""
+    with np.load(staging / "basis.npz", allow_pickle=False) as z:
+        g = root.require_group(FILL_BASIS)
+        g.create_array("basis", data=z["basis"], overwrite=True, **ds.checksummed())
+        g.create_array("mean", data=z["mean"], overwrite=True, **ds.checksummed())
 
 
 def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str) -> PrepareResult:
@@ -610,10 +633,11 @@ def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str
     meta, rejects = _gather_staged(staging, len(counts))
     root = zarr.open_group(str(out), mode="a")
     grid = log_grid(cfg.n_pix, cfg.wave_min, cfg.wave_max)
-    root.create_array("wave", data=grid, overwrite=True)
-    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True)
+    root.create_array("wave", data=grid, overwrite=True, **ds.checksummed())
+    root.create_array("norm", data=meta["norm"].astype(np.float32), overwrite=True, **ds.checksummed())
+    _store_fill_basis(root, staging)
     split = ds.split_of(meta["id"], cfg.split_fractions)
-    root.create_array("split", data=split, overwrite=True).attrs["codes"] = list(ds.SPLIT_CODES)
+    root.create_array("split", data=split, overwrite=True, **ds.checksummed()).attrs["codes"] = list(ds.SPLIT_CODES)
     props, match_stats = _properties(meta["id"], meta, catalog)
     g = root.require_group("props")
     for name in props.colnames:

@@ -7,7 +7,7 @@ the overlap (Å) of old pixel i. Here it runs over a batch of N spectra, each on
 grid, without a Python loop over pixels: the overlap sums are differences of cumulative integrals
 evaluated at the new edges.
 
-Bad pixels (a choice spectres does not make; DESIGN §3):
+Bad pixels (a choice spectres does not make; docs/design.md §3):
 
 - an input pixel is bad when ``ivar <= 0``, flux or ivar is not finite, or ``bad`` marks it;
 - an output pixel is bad when it is not fully inside the input's edges (``covered`` is False), or when

@@ -13,10 +13,11 @@ import datetime as _dt
 import html
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ FIGURE_CAPTIONS = {
                   "spectrum in grey. C: mean |SHAP| over the explained spectra at their observed pixels, log "
                   "scale. Hatched: columns no spectrum observed.")),
     "explained_variance": ("", "Share of the latent variance carried by each D_j."),
-    "latent_information": ("Figure 7", ("R² of each property predicted from d latents on the test split "
+    "unusual_spectra": ("Figure 7", "The most unusual test spectra beside their reconstructions."),
+    "latent_information": ("Figure 8", ("R² of each property predicted from d latents on the test split "
                            "(5-fold cross-validated; left: 16 nearest neighbours, inverse-distance weighted, on "
                            "standardised latents; right: linear), for the VAE, the CVAEs and PCA / weighted PCA "
                            "of the same d fitted on the training split; error bars: bootstrap over test rows.")),
@@ -330,11 +332,29 @@ def selection_section(select_dir) -> str:
     best = _read_json(s / "best.json")
     counts = best or (dict(Table.read(s / "grid.ecsv").meta) if (s / "grid.ecsv").exists() else {})
     body.append(missing_conditions_sentence(counts))
-    for name, number in (("bic_grid", "Figure 2"), ("bic_vs_d", "Figure 2b")):
+    captions = {"bic_grid": FIGURE_CAPTIONS["fig2_bic"][1], "bic_vs_d": "Test-set BIC against the latent size d.",
+                "bic_one_se": "Plain VAEs: each model's BIC minus the lowest, paired over the same test spectra, "
+                              "with its standard error (test spectra and seeds); the one-standard-error rule keeps "
+                              "the fewest parameters among the filled points."}
+    for name, number in (("bic_grid", "Figure 2"), ("bic_vs_d", "Figure 2b"), ("bic_one_se", "Figure 2c")):
         p = s / "figures" / f"{name}.png"
         if p.exists():
-            body.append(figure_html(p, number, FIGURE_CAPTIONS["fig2_bic"][1] if name == "bic_grid"
-                                    else "Test-set BIC against the latent size d."))
+            body.append(figure_html(p, number, captions[name]))
+    one = (best or {}).get("one_se")
+    if one:
+        lowest = one["lowest"]
+        body.append(
+            f"<p><b>Recommended: {esc(one['conditions_label'])}, d = {one['d']}</b> (k = {one['k']}, mean BIC "
+            f"{one['bic_mean']:.1f}). Rule: {esc(one['definition'])}. The lowest mean BIC is "
+            f"{esc(lowest['conditions_label'])}, d = {lowest['d']} ({lowest['bic_mean']:.1f}). BIC uses ln L at each "
+            f"test spectrum's maximum-likelihood latent.</p>")
+        steps = [r for r in (best.get("paired") or {}).get("steps", []) if r["conditions_label"] == "vae"]
+        if steps:
+            body.append("<h3>Plain VAE: each step in d, paired over the test spectra</h3>" + table_html(
+                ["step", "ΔBIC", "SE (spectra)", "SE (seeds)", "SE", "ΔBIC / SE"],
+                [[f"d {r['d_from']} → {r['d_to']}", f"{r['mean']:.2f}", f"{r['se_spectra']:.2f}",
+                  f"{r['se_seeds']:.2f}", f"{r['se']:.2f}", f"{r['mean'] / r['se']:.1f}" if r["se"] else ""]
+                 for r in steps], num_cols={1, 2, 3, 4, 5}))
     if best:
         body.append("<h3>Best model (the paper's rule: lowest mean BIC over seeds)</h3>"
                     + kv_table((k, v) for k, v in best.items() if not isinstance(v, (dict, list))))
@@ -579,6 +599,19 @@ def catalog_section(a: Path, summary: dict) -> str:
     body = [("<p><code>analysis/latents.fits</code> holds every spectrum's id, z, split, D1…Dd, the raw "
              "posterior means and standard deviations, χ²/pixel, ln L and the ELBO (low ELBO: the model "
              "explains the spectrum poorly, an outlier score).</p>")]
+    unusual = summary.get("unusual") or []
+    if unusual:
+        body.append("<h3>The most unusual test spectra</h3><p>Ranked by the outlier score: the percentile of "
+                    "each spectrum's ELBO among the training spectra of similar S/N (<code>outlier_percentile"
+                    "</code>; 5 means 95 % of training spectra of that S/N are explained better). The same score "
+                    "ranks spectra of your own: <code>galvae encode --model DIR --spectra FILES…</code>.</p>")
+        fig = a / "figures" / "unusual_spectra.png"
+        if fig.exists():
+            body.append(figure_html(fig, "Figure 7", "The most unusual test spectra (black; grey where a pixel was "
+                                    "bad and filled, not scored) and the model's reconstruction (red)."))
+        body.append(table_html(("id", "outlier percentile", "S/N", "χ²/pixel", "ELBO (nats)"),
+                               [(u["id"], u["outlier_percentile"], u["sn_median"], u["chi2_per_pixel"], u["elbo"])
+                                for u in unusual], num_cols={1, 2, 3, 4}))
     out = summary.get("outliers") or []
     if out:
         body.append("<h3>The worst-explained spectra (lowest ELBO)</h3>" + table_html(
@@ -594,31 +627,174 @@ def catalog_section(a: Path, summary: dict) -> str:
     return section("catalogue", "The latent catalogue", "".join(body))
 
 
-def glance_section(summary: dict, rotation: dict, select_dir) -> str:
-    """The findings in a few lines: best model, variance shares, what each D tracks, SHAP fidelity."""
+def _amount(v, digits: int = 2) -> str:
+    """A number for a sentence: whole numbers from 100 up (12,345, not 1.2e+04), else ``digits`` digits."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return esc(v)
+    return f"{f:,.0f}" if np.isfinite(f) and abs(f) >= 100 else fmt(f, digits)
+
+
+def _strength(track: dict) -> str:
+    """How a latent relates to its best property, in words: from the MI's significance and |Spearman ρ|."""
+    mi, err, rho = (float(track.get(k, np.nan)) for k in ("mi", "mi_err", "rho"))
+    if not (np.isfinite(mi) and mi > 2 * (err if np.isfinite(err) else 0.0)):
+        return "weakly at best"
+    r = abs(rho) if np.isfinite(rho) else 0.0
+    return "closely" if r >= 0.7 else "moderately" if r >= 0.4 else "weakly"
+
+
+def _tracks_sentence(tracks, ratios, what: str) -> str:
+    parts = []
+    for j, t in enumerate(tracks):
+        share = f" ({100 * ratios[j]:.0f}% of the latent variance)" if j < len(ratios) else ""
+        if not t.get("property"):
+            parts.append(f"{esc(t['latent'])}{share} follows no {what} clearly")
+            continue
+        sign = "rises" if float(t.get("rho", 0) or 0) >= 0 else "falls"
+        parts.append(f"{esc(t['latent'])}{share} {sign} with {esc(t['property'])}, {_strength(t)} "
+                     f"(MI {fmt(t['mi'], 2)} ± {fmt(t.get('mi_err'), 1)} nats, Spearman ρ {fmt(t.get('rho'), 2)})")
+    return "; ".join(parts) + "."
+
+
+def _model_words(entry: dict) -> str:
+    label = entry.get("conditions_label") or "vae"
+    return "a plain VAE" if label == "vae" else f"a CVAE conditioned on {esc(label.replace('+', ', '))}"
+
+
+def _sure(mean, se) -> str:
+    """A paired BIC difference in words: its size against its standard error."""
+    z = float(mean) / float(se)
+    words = ("clearly" if z >= 3 else "probably, not decisively" if z >= 1 else "within the noise")
+    return f"{_amount(mean, 3)} ± {_amount(se)} per test spectrum, {z:.1f} standard errors: {words}"
+
+
+def _one_se_sentences(one: dict, n_models: int, seeds: int) -> list[str]:
+    """select's recommended choice: the one-standard-error rule on paired BIC differences."""
+    lowest, compared = one.get("lowest") or {}, one.get("compared") or []
+    within = [c for c in compared if c.get("within_one_se")]
+    same = (lowest.get("d"), lowest.get("conditions_label")) == (one.get("d"), one.get("conditions_label"))
+    out = [f"The BIC chose <b>d = {one['d']} latent variables</b> ({_model_words(one)}) by the one-standard-error "
+           f"rule: of {n_models} models compared ({seeds} seed{'s' if seeds != 1 else ''} each), {len(within)} "
+           f"{'is' if len(within) == 1 else 'are'} within one paired standard error of the lowest mean BIC, and this "
+           "one has the fewest parameters" + (" and the lowest BIC too." if same else
+                                               f"; the lowest mean BIC is at d = {lowest.get('d')}.")]
+    smaller = [c for c in compared if c.get("conditions_label") == one.get("conditions_label")
+               and c.get("d") is not None and c["d"] < one["d"] and c.get("se")]
+    if smaller:
+        c = max(smaller, key=lambda c: c["d"])
+        out.append(f"Fewer latents fit worse: d = {c['d']} has a higher BIC than the lowest by "
+                   f"{_sure(c['difference_to_lowest'], c['se'])}.")
+    if not same:
+        c = next((c for c in compared if (c.get("d"), c.get("conditions_label")) ==
+                  (one.get("d"), one.get("conditions_label")) and c.get("se")), None)
+        if c is not None:
+            out.append(f"The lowest-BIC model, d = {lowest.get('d')}, is better than the chosen one by only "
+                       f"{_sure(c['difference_to_lowest'], c['se'])}.")
+    return out
+
+
+def _selection_sentences(best: dict) -> list[str]:
+    """How many latents the BIC chose, among what, and how sure (paired differences on the test spectra)."""
+    if not best or best.get("d") is None:
+        return []
+    ranking = best.get("ranking") or []
+    seeds = len(best.get("bic_by_seed") or {})
+    one = best.get("one_se_plain_vae") or best.get("one_se")
+    if one and one.get("d") is not None:
+        out = _one_se_sentences(one, len(one.get("compared") or ranking), seeds)
+    else:
+        out = [f"The BIC chose <b>d = {best['d']} latent variables</b> ({_model_words(best)}), the lowest mean test "
+               f"BIC of {len(ranking) or 'the'} models compared"
+               + (f" ({seeds} seed{'s' if seeds != 1 else ''} each)." if seeds else ".")]
+        diff = best.get("runner_up_paired_difference") or {}
+        se = diff.get("se") or diff.get("stderr")
+        if len(ranking) > 1 and se:
+            r = ranking[1]
+            runner = f"d = {r.get('d')}" + ("" if r.get("conditions_label") == "vae"
+                                            else f" with {esc(r.get('conditions_label'))}")
+            n = diff.get("n_spectra", diff.get("n"))
+            out.append(f"The runner-up, {runner}, has a higher BIC by {_sure(diff['mean'], se)} "
+                       f"(paired over {fmt(n)} test spectra).")
+    std = best.get("bic_seed_std")
+    if isinstance(std, (int, float)) and np.isfinite(std) and seeds > 1:
+        out.append(f"Over seeds, the lowest-BIC model's BIC spreads by {_amount(std, 3)} (standard deviation).")
+    return out
+
+
+def _prediction_sentence(summary: dict) -> str:
+    """How well the latents predict each property, when the analysis measured it (R² per property)."""
+    scores = summary.get("prediction") or summary.get("r2") or {}
+    if isinstance(scores, dict) and "properties" in scores:
+        scores = scores["properties"]
+    rows = ([(k, v.get("r2") if isinstance(v, dict) else v) for k, v in scores.items()] if isinstance(scores, dict)
+            else [(r.get("property"), r.get("r2")) for r in scores if isinstance(r, dict)])
+    rows = [(k, float(v)) for k, v in rows if k and isinstance(v, (int, float)) and np.isfinite(v)]
+    if not rows:
+        return ""
+    rows.sort(key=lambda kv: -kv[1])
+    return ("From the latents alone, held-out " + ", ".join(f"{esc(k)} is predicted with R² = {v:.2f}" for k, v in rows)
+            + ".")
+
+
+def glance_section(summary: dict, rotation: dict, select_dir, model_cfg: dict | None = None,
+                   metrics: dict | None = None, attrs: dict | None = None) -> str:
+    """The findings in a few sentences with their numbers: the data, how many latents and how sure, the
+    model, what each D tracks, how well the latents predict the properties, the most unusual spectra."""
     if not summary:
         return ""
+    model_cfg, metrics, attrs = model_cfg or {}, metrics or {}, attrs or {}
     items = []
+    counts = attrs.get("counts") or {}
+    if counts.get("files"):
+        split = counts.get("split") or {}
+        items.append(f"{fmt(counts.get('kept'))} spectra of {fmt(counts['files'])} files were kept "
+                     f"({fmt(split.get('train', 0))} to train, {fmt(split.get('val', 0))} to stop training, "
+                     f"{fmt(split.get('test', 0))} to score); {fmt(counts.get('rejected', 0))} were rejected, each "
+                     "with its reason (below).")
     best = _read_json(Path(select_dir) / "best.json") if select_dir else {}
-    if best:
-        items.append("Lowest BIC: " + ", ".join(f"{esc(k)} = {fmt(v) if _is_num(v) else esc(v)}"
-                                                for k, v in best.items() if not isinstance(v, (dict, list))))
+    items += _selection_sentences(best)
+    m = model_cfg.get("model") or {}
+    if m:
+        status = {"done": "all its epochs", "early_stopped": "early stopping", "time_limit": "its time limit",
+                  "diverged": "a diverging loss"}.get(model_cfg.get("status"), model_cfg.get("status") or "?")
+        text = (f"The model analysed here is a {esc(m.get('arch'))} VAE with d = {m.get('latent_dim')} "
+                f"(<code>{esc(Path(str(summary.get('model_dir', ''))).name)}</code>), trained until {esc(status)}")
+        chi2 = (metrics.get("chi2_per_pixel") or {}).get("mean")
+        if chi2 is not None:
+            text += (f"; on {fmt(metrics.get('n_test'))} test spectra its reconstructions reach χ²/pixel "
+                     f"{fmt(chi2, 3)} (1 would be the noise alone)")
+        items.append(text + ".")
     ratios = rotation.get("explained_variance_ratio", [])
-    if ratios:
-        items.append("Variance carried: " + ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(ratios)))
-    for key, what in (("mutual_information", "catalogue property"), ("truth", "true parameter")):
-        tracks = (summary.get(key) or {}).get("tracks") or []
-        if tracks:
-            items.append(f"Most informative {what} per latent: " + "; ".join(
-                f"{esc(t['latent'])} ↔ {esc(t['property'])} (MI {fmt(t['mi'], 2)} nats, ρ {fmt(t['rho'], 2)})"
-                for t in tracks if t.get("property")))
+    tracks = (summary.get("mutual_information") or {}).get("tracks") or []
+    if tracks:
+        items.append("Of the catalogue's properties, " + _tracks_sentence(tracks, ratios, "catalogue property"))
+    elif ratios:
+        items.append("The latent variance splits " + ", ".join(f"D{j + 1} {100 * r:.0f}%" for j, r in enumerate(ratios))
+                     + ".")
+    truth = (summary.get("truth") or {}).get("tracks") or []
+    if truth:
+        items.append("Against the mock's true parameters, " + _tracks_sentence(truth, [], "true parameter"))
+    prediction = _prediction_sentence(summary)
+    if prediction:
+        items.append(prediction)
+    unusual = summary.get("unusual") or []
+    if unusual:
+        u = unusual[0]
+        worse = 100 - float(u["outlier_percentile"])
+        share = "every training spectrum" if worse >= 100 else f"{worse:.{1 if worse > 99 else 0}f}% of training spectra"
+        items.append(f"The most unusual test spectrum, {esc(u['id'])}, is explained worse than {share} "
+                     f"of similar S/N "
+                     f"(χ²/pixel {fmt(u['chi2_per_pixel'], 3)}); it and the next {len(unusual) - 1} are drawn beside "
+                     "their reconstructions in the latent catalogue section.")
     fid = (summary.get("shap") or {}).get("fidelity") or {}
-    if fid:
-        items.append(f"SHAP additivity: max relative error {fmt(fid.get('max_relative_error'), 2)} "
-                     f"(tolerance {fmt(fid.get('tolerance'), 2)})")
+    if fid.get("max_relative_error") is not None:
+        items.append(f"The SHAP attributions add up to the latents within a relative error of "
+                     f"{fmt(fid.get('max_relative_error'), 2)} (tolerance {fmt(fid.get('tolerance'), 2)}).")
     if not items:
         return ""
-    return section("glance", "At a glance", "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+    return section("glance", "At a glance", "".join(f"<p>{i}</p>" for i in items))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -642,7 +818,7 @@ def write_report(out_dir, dataset_path, analysis_dir, select_dir=None, config=No
     metrics = _read_json(Path(model_dir) / "metrics.json") if model_dir else {}
 
     sections = [
-        glance_section(summary, rotation, select_dir),
+        glance_section(summary, rotation, select_dir, model_cfg, metrics, attrs),
         provenance_section(attrs, config, summary, model_cfg, metrics),
         tally_section(attrs, rejects),
         selection_section(select_dir),
@@ -675,9 +851,7 @@ the network. Analysis: {esc(a)}.</footer>
     out = Path(out_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    tmp = path.with_name(".tmp-index.html")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, page)
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

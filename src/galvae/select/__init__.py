@@ -1,7 +1,7 @@
 """``galvae select``: the BIC grid over latent size × condition subsets × seeds, on Dask.
 
 :func:`select_grid` trains one model per (d, conditions, seed) cell, resumably, scores each on the
-test split (ln L, ELBO, χ²/pixel, BIC of DESIGN.md §3, plus the importance-weighted bound and the
+test split (ln L, ELBO, χ²/pixel, BIC of docs/design.md §3, plus the importance-weighted bound and the
 number of active latent dimensions), writes the grid table, the best model by mean BIC over seeds, and
 the paper's Figure 2.
 """

@@ -3,8 +3,12 @@
 :func:`score_test_split` loads a model directory, scores the dataset's ``test`` rows and returns
 per-spectrum arrays that grids compare cell against cell on the same spectra (paired differences):
 
-``ln_likelihood``   ln L at the posterior mean (fit's definition, :mod:`galvae.likelihood`)
-``bic``             k ln P_i − 2 ln L_i (:func:`galvae.likelihood.bic`)
+``ln_likelihood``   ln L at the posterior mean, the encoder's answer (fit's definition, :mod:`galvae.likelihood`)
+``ln_likelihood_ml`` ln L at the maximum-likelihood latent: z refined per spectrum under the decoder,
+                    starting at the posterior mean (:func:`refine_latents`); never below ``ln_likelihood``
+``bic``             k ln P_i − 2 ln L_i at the maximum-likelihood latent (:func:`galvae.likelihood.bic`):
+                    BIC is defined with the maximised likelihood
+``bic_amortized``   the same at the posterior mean (what galvae reported before the refinement)
 ``elbo``            E_q[ln L] − KL, Monte Carlo
 ``iwae``            the importance-weighted bound on ln p(x) (Burda, Grosse & Salakhutdinov 2016),
                     ln (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x): between the ELBO (K = 1)
@@ -27,6 +31,77 @@ import torch
 from .. import likelihood as lk
 
 ACTIVITY_THRESHOLD = 0.01  # Var_x(E_q[z_j]) above which dimension j counts as used (Burda et al. 2016)
+#: Adam steps and rate of the per-spectrum latent refinement (:func:`refine_latents`): z is in units of
+#: the prior's σ, so 0.05 moves it by at most ≈ 1σ in 20 steps; docs/model_selection.md measures the budget.
+REFINE_STEPS = 40
+REFINE_LR = 0.05
+
+
+def refine_latents(module, flux, ivar, mu, cond=None, steps: int = REFINE_STEPS, lr: float = REFINE_LR,
+                   constant=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maximise each spectrum's ln L(x | decode(z)) over its latent z, starting at the encoder's ``mu``.
+
+    Adam on the batch's summed ln L: its steps are per coordinate, so every spectrum's z moves as if
+    optimised alone. Each spectrum keeps the best z seen (the start included), so the result is never
+    worse than the encoder's. Returns (z, ln L at z), both detached. The decoder's weights are untouched.
+    """
+    const = lk.ln_likelihood_constant(ivar) if constant is None else constant
+
+    def exact(z):
+        with torch.no_grad():
+            return lk.ln_likelihood(flux, module.decode(z, cond), ivar, constant=const)
+
+    start = mu.detach().clone()
+    start_ll = exact(start)
+    if steps <= 0:
+        return start, start_ll
+    ln_l = _ln_l_of_z(module, flux, ivar, cond, const, start)
+    best_z = start.clone()
+    best_ll = torch.full_like(start_ll, -math.inf)
+    z = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    for step in range(steps + 1):
+        with torch.enable_grad():
+            ll = ln_l(z)
+            (grad,) = torch.autograd.grad(-ll.sum(), z) if step < steps else (None,)
+        with torch.no_grad():
+            better = ll > best_ll  # NaN never counts as better
+            best_ll = torch.where(better, ll, best_ll)
+            best_z[better] = z[better]
+        if grad is None:
+            break
+        z.grad = grad
+        opt.step()
+    final = exact(best_z)  # the reported value: the same arithmetic as the encoder's, never below it
+    keep = final >= start_ll
+    return torch.where(keep[:, None], best_z, start), torch.where(keep, final, start_ll)
+
+
+def _ln_l_of_z(module, flux, ivar, cond, const, z0, chunk: int = 128):
+    """z ↦ per-spectrum ln L(x | decode(z)). A compact model with eigenspectra decodes linearly from K
+    coefficients u (:meth:`galvae.models.vae.VAE.output_basis`), so χ² is a quadratic form in u. About the
+    start u0 = u(z0): χ²(u) = χ²(u0) − 2 δu·h + δuᵀ G δu, with h = B (w r0) and G = B diag(w) Bᵀ made once
+    per spectrum (r0 the residual at the start): each step then costs K² per spectrum instead of a decode
+    of P pixels. Centred on the start, the terms stay small and float32 suffices. Other models decode
+    every step."""
+    linear = module.output_basis() if hasattr(module, "output_basis") else None
+    if linear is None:
+        return lambda z: lk.ln_likelihood(flux, module.decode(z, cond), ivar, constant=const)
+    coefficients, basis, offset = linear
+    with torch.no_grad():
+        u0 = coefficients(z0, cond)
+        good = ivar > 0
+        w = torch.where(good, ivar, torch.zeros_like(ivar))
+        r0 = torch.where(good, flux - (offset + u0 @ basis), torch.zeros_like(flux))
+        h = (w * r0) @ basis.T                                                   # (n, K)
+        chi2_0 = (w * r0 * r0).sum(-1)                                           # (n,)
+        gram = torch.cat([(basis[None] * w[i:i + chunk, None, :]) @ basis.T for i in range(0, len(w), chunk)])
+
+    def ln_l(z):
+        du = coefficients(z, cond) - u0
+        return const - 0.5 * (chi2_0 - 2 * (du * h).sum(-1) + torch.einsum("nk,nkj,nj->n", du, gram, du))
+
+    return ln_l
 
 
 @torch.no_grad()
@@ -57,9 +132,11 @@ def importance_weighted_bound(module, flux, ivar, cond=None, n_samples: int = 64
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
-def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed: int = 0,
-                     batch_size: int = 1024) -> dict:
+def score_test_split(model_dir, dataset, n_iwae: int = 16, n_elbo: int = 8, seed: int = 0,
+                     batch_size: int = 1024, refine_steps: int = REFINE_STEPS) -> dict:
     """Per-spectrum scores of the model in ``model_dir`` on ``dataset``'s test rows (module docstring).
+
+    ``refine_steps``: Adam steps of the per-spectrum latent refinement (0: BIC at the posterior mean).
 
     Rows lacking a condition the model needs are left out, as fit leaves them out. The rows are read
     from the store a block at a time (galvae.splits), so memory does not grow with the test split.
@@ -77,12 +154,21 @@ def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed
     split = Split(dataset, rows, cond, model.device, resident_bytes=0)
     iwae_gen = torch.Generator(device=split.device).manual_seed(seed + 3)
     iwae = np.empty(len(rows))  # made once: see score_batches(n=) on the heap
+    ln_l_ml, chi2_ml = np.empty(len(rows)), np.empty(len(rows))
+    module = model.module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)  # the refinement differentiates with respect to z only
 
-    def batches():  # one read of the test rows feeds both the scores and the IWAE bound
+    def batches():  # one read of the test rows feeds the scores, the IWAE bound and the refinement
         for b in split.eval_batches(batch_size):
             p = b.positions.cpu().numpy()
-            iwae[p] = importance_weighted_bound(model.module, b.flux, b.ivar, b.cond, n_samples=n_iwae,
-                                                gen=iwae_gen)
+            iwae[p] = importance_weighted_bound(module, b.flux, b.ivar, b.cond, n_samples=n_iwae, gen=iwae_gen)
+            with torch.no_grad():
+                mu, _ = module.encode(b.flux, b.cond)
+            z, ll = refine_latents(module, b.flux, b.ivar, mu, b.cond, steps=refine_steps, constant=b.ln_norm)
+            ln_l_ml[p] = ll.double().cpu().numpy()
+            with torch.no_grad():
+                chi2_ml[p] = lk.chi2_per_pixel(b.flux, module.decode(z, b.cond), b.ivar).double().cpu().numpy()
             yield b.flux, b.ivar, b.cond, b.ln_norm
 
     r = score_batches(model.module, batches(), n_samples=n_elbo, seed=seed + 2, n=len(rows))
@@ -95,7 +181,8 @@ def score_test_split(model_dir, dataset, n_iwae: int = 64, n_elbo: int = 8, seed
     return {
         "ids": np.array([str(i) for i in np.asarray(dataset.props["id"])[rows]]),
         "n_good": n_good, "ln_likelihood": ln_l, "chi2_per_pixel": _or_empty(r["chi2_per_pixel"]),
-        "bic": lk.bic(ln_l, k, n_good), "elbo": _or_empty(r["elbo"]),
+        "ln_likelihood_ml": ln_l_ml, "chi2_per_pixel_ml": chi2_ml,
+        "bic": lk.bic(ln_l_ml, k, n_good), "bic_amortized": lk.bic(ln_l, k, n_good), "elbo": _or_empty(r["elbo"]),
         "iwae": iwae,
         "kl": _or_empty(r["kl"]), "kl_per_dim": kl_per_dim, "mu": mu,
     }
@@ -113,13 +200,23 @@ def active_dimensions(mu: np.ndarray, threshold: float = ACTIVITY_THRESHOLD) -> 
     return int((mu.var(axis=0, ddof=1) > threshold).sum())
 
 
+#: the per-spectrum scores summarised as mean and standard error in cell.json's ``test``
+TEST_SUMMARY = ("ln_likelihood", "ln_likelihood_ml", "elbo", "chi2_per_pixel", "chi2_per_pixel_ml", "bic",
+                "bic_amortized")
+
+
 def summarise_scores(scores: dict) -> dict:
-    """Means (with standard errors) of the extra criteria, and the latent activity."""
+    """Means (with standard errors) of the test scores and the extra criteria, and the latent activity."""
     iwae, iwae_err = lk.mean_and_stderr(scores["iwae"])
     kl, _ = lk.mean_and_stderr(scores["kl"])
     mu = np.asarray(scores["mu"], dtype=float)
     activity = mu.var(axis=0, ddof=1) if mu.shape[0] > 1 else np.zeros(mu.shape[1])
+    test = {"n_test": int(len(scores["ln_likelihood"]))}
+    for name in TEST_SUMMARY:
+        mean, err = lk.mean_and_stderr(scores[name])
+        test[name] = {"mean": mean, "stderr": err}
     return {
+        "test": test,
         "iwae_mean": iwae, "iwae_stderr": iwae_err, "kl_mean": kl,
         "n_active": active_dimensions(mu),
         "kl_per_dim": [float(v) for v in np.asarray(scores["kl_per_dim"]).mean(0)] if mu.shape[0] else [],
@@ -129,13 +226,9 @@ def summarise_scores(scores: dict) -> dict:
 
 def save_scores(path, scores: dict) -> None:
     """Write the per-spectrum arrays as .npz, atomically."""
-    import os
-    from pathlib import Path
+    from .._atomic import atomic_write
 
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **scores)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **scores))
 
 
 def load_scores(path) -> dict:

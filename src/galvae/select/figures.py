@@ -23,8 +23,12 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    _pyplot().close(fig)
+    from .._atomic import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"))
+    finally:
+        _pyplot().close(fig)
     return path
 
 
@@ -93,3 +97,35 @@ def plot_bic_vs_d(table, path, label: str = "vae", ax=None, title: str | None = 
     ax.legend(fontsize=8)
     ax.set_title(title or f"BIC against d ({'VAE' if label == 'vae' else label})", fontsize=10)
     return _save(ax.figure, Path(path)) if own else None
+
+
+def plot_one_se(best: dict | None, path, key: str = "one_se_plain_vae") -> Path | None:
+    """The one-standard-error rule, drawn: each model's paired BIC difference to the lowest (± its standard
+    error over test spectra and seeds) against k; filled: within one error; star: the chosen model."""
+    choice = (best or {}).get(key)
+    rows = [r for r in (choice or {}).get("compared", []) if r["difference_to_lowest"] is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    labels = list(dict.fromkeys(r["conditions_label"] for r in rows))
+    for i, label in enumerate(labels):
+        mine = sorted((r for r in rows if r["conditions_label"] == label), key=lambda r: r["k"])
+        k = np.array([r["k"] for r in mine], dtype=float) + 0.08 * (i - (len(labels) - 1) / 2)
+        diff = np.array([r["difference_to_lowest"] for r in mine])
+        se = np.array([r["se"] for r in mine])
+        line = ax.errorbar(k, diff, yerr=se, ls="-", marker="none", capsize=3, lw=1, label=label)
+        within = np.array([r["within_one_se"] for r in mine])
+        color = line[0].get_color()
+        ax.plot(k[within], diff[within], "o", color=color)
+        ax.plot(k[~within], diff[~within], "o", mfc="white", color=color)
+    ax.axhline(0, color="0.5", lw=0.8)
+    chosen = next(r for r in rows if r["conditions_label"] == choice["conditions_label"] and r["d"] == choice["d"])
+    ax.plot(chosen["k"], chosen["difference_to_lowest"], "*", ms=16, color="tab:orange", mec="k",
+            label=f"chosen: {choice['conditions_label']}, d = {choice['d']}")
+    ax.set_xlabel("number of parameters k = d + conditions")
+    ax.set_ylabel("BIC − lowest BIC (paired, per test spectrum)")
+    ax.set_yscale("symlog", linthresh=max(1.0, 3 * max(r["se"] for r in rows)))
+    ax.legend(fontsize=8)
+    ax.set_title("One-standard-error rule: filled = within one paired SE of the lowest", fontsize=9)
+    return _save(fig, Path(path))

@@ -13,7 +13,11 @@ Output folder::
     OUT/figures/bic_vs_d.png          BIC against d for the VAE, with seed error bars
 
 A rerun skips every cell with ``cell.json``; a cell that was killed while training continues from its
-checkpoint (``fit(resume=True)``); a failed cell is tried again.
+checkpoint (``fit(resume=True)``); a failed cell is tried again; a cell scored by an older galvae (no
+maximum-likelihood latents) is scored again, not retrained.
+
+With ``warm_start``, the cells of one (conditions, seed) run as one task in increasing d, each starting
+from the trained d − 1 (or smaller) model (:func:`galvae.fit.warm_start`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._jsonio import to_jsonable, write_json as _write_json
+from .._atomic import DiskFullError, atomic_write
+from .._jsonio import read_json, to_jsonable, write_json as _write_json
 from .. import _dask
 from ..models.conditions import CONDITIONS, rows_with_conditions
 from .cells import Cell, grid_cells, parse_conditions, parse_latent
@@ -40,7 +45,9 @@ CELLS = "cells"
 CELL_SUMMARY = "cell.json"
 CELL_ERROR = "error.json"
 SCORES = "scores.npz"
-TIMING_COLUMNS = ("train_seconds",)  # the columns that differ between two runs of the same grid
+TIMING_COLUMNS = ("train_seconds", "score_seconds")  # the columns that differ between two runs of the same grid
+#: cell.json of the current scoring (test numbers at the maximum-likelihood latent); older ones are re-scored
+SCORES_VERSION = 2
 
 COLUMNS = (  # name, dtype, unit/description
     ("d", int, "latent dimensions"),
@@ -49,18 +56,24 @@ COLUMNS = (  # name, dtype, unit/description
     ("k", int, "d + n_conditions (the paper's number of parameters)"),
     ("seed", int, ""),
     ("n_test", int, "test spectra scored"),
-    ("ln_l_mean", float, "nats per spectrum, at the posterior mean"),
+    ("ln_l_mean", float, "nats per spectrum, at the posterior mean (the encoder's latent)"),
     ("ln_l_stderr", float, "nats"),
+    ("ln_l_ml_mean", float, "nats per spectrum, at the maximum-likelihood latent (z refined per spectrum)"),
+    ("ln_l_ml_stderr", float, "nats"),
+    ("refine_gap", float, "ln_l_ml_mean - ln_l_mean: the likelihood the encoder leaves, nats per spectrum"),
     ("elbo_mean", float, "nats per spectrum"),
     ("elbo_stderr", float, "nats"),
-    ("chi2_per_pixel", float, "mean over test spectra"),
-    ("bic_mean", float, "k ln P_i - 2 ln L_i, mean over test spectra"),
+    ("chi2_per_pixel", float, "mean over test spectra, at the posterior mean"),
+    ("chi2_per_pixel_ml", float, "mean over test spectra, at the maximum-likelihood latent"),
+    ("bic_mean", float, "k ln P_i - 2 ln L_i with L_i at the maximum-likelihood latent, mean over test spectra"),
     ("bic_stderr", float, ""),
+    ("bic_amortized_mean", float, "the same with L_i at the posterior mean"),
     ("iwae_mean", float, "importance-weighted bound on ln p(x), nats per spectrum"),
     ("iwae_stderr", float, "nats"),
     ("kl_mean", float, "KL(q||N(0,I)), nats per spectrum"),
     ("n_active", int, "latent dims with Var_x(E_q[z_j]) > 0.01"),
     ("train_seconds", float, "s"),
+    ("score_seconds", float, "s to score the test split, the latent refinement included"),
     ("epochs", int, "epochs run"),
     ("val_loss", float, "best validation loss (the training objective, nats per spectrum): picks the best restart"),
     ("fit_status", str, "done / early_stopped / time_limit / diverged"),
@@ -170,16 +183,22 @@ def _base_row(cell: Cell) -> dict:
 
 
 def finished_row(cell: Cell, metrics: dict, extra: dict) -> dict:
-    """A done cell's table row from fit's metrics.json and the extra scores."""
+    """A done cell's table row from fit's metrics.json (training) and select's test scores (``extra``:
+    :func:`galvae.select.evaluate.summarise_scores`)."""
+    test = extra["test"]
     row = _base_row(cell)
     row.update(
-        n_test=int(metrics["n_test"]),
-        ln_l_mean=metrics["ln_likelihood"]["mean"], ln_l_stderr=metrics["ln_likelihood"]["stderr"],
-        elbo_mean=metrics["elbo"]["mean"], elbo_stderr=metrics["elbo"]["stderr"],
-        chi2_per_pixel=metrics["chi2_per_pixel"]["mean"],
-        bic_mean=metrics["bic"]["mean"], bic_stderr=metrics["bic"]["stderr"],
+        n_test=int(test["n_test"]),
+        ln_l_mean=test["ln_likelihood"]["mean"], ln_l_stderr=test["ln_likelihood"]["stderr"],
+        ln_l_ml_mean=test["ln_likelihood_ml"]["mean"], ln_l_ml_stderr=test["ln_likelihood_ml"]["stderr"],
+        refine_gap=test["ln_likelihood_ml"]["mean"] - test["ln_likelihood"]["mean"],
+        elbo_mean=test["elbo"]["mean"], elbo_stderr=test["elbo"]["stderr"],
+        chi2_per_pixel=test["chi2_per_pixel"]["mean"], chi2_per_pixel_ml=test["chi2_per_pixel_ml"]["mean"],
+        bic_mean=test["bic"]["mean"], bic_stderr=test["bic"]["stderr"],
+        bic_amortized_mean=test["bic_amortized"]["mean"],
         iwae_mean=extra["iwae_mean"], iwae_stderr=extra["iwae_stderr"], kl_mean=extra["kl_mean"],
         n_active=extra["n_active"], train_seconds=float(metrics.get("train_seconds", np.nan)),
+        score_seconds=float(extra.get("score_seconds", np.nan)),
         epochs=int(metrics.get("epochs_run", -1)), val_loss=float(metrics.get("best_val_loss", np.nan)),
         fit_status=str(metrics.get("status", "")), status="done")
     return row
@@ -191,17 +210,45 @@ def failed_row(cell: Cell, error: str) -> dict:
     return row
 
 
+def _read_summary(path: Path) -> dict:
+    # a damaged cell.json is moved aside, so that rerunning the grid scores the cell again
+    return read_json(path, "Rerun `galvae select` with the same options: it scores this cell again from its "
+                     "trained model", aside=True)
+
+
+def _is_scored(cell_dir: Path) -> bool:
+    """The cell has a cell.json of the current scoring."""
+    path = cell_dir / CELL_SUMMARY
+    return path.exists() and _read_summary(path).get("scores_version") == SCORES_VERSION
+
+
+def run_chain(source, cells_dir: str, chain: list, needed: tuple, fit_kwargs: dict, torch_threads: int | None = None,
+              n_iwae: int = 16, refine_steps: int | None = None, warm_start: bool = False) -> list[dict]:
+    """Run cells one after another (one Dask task); with ``warm_start`` each cell (the chain sorted by d)
+    starts from the last finished one before it. Returns their rows."""
+    rows, previous = [], None
+    for cell in chain:
+        init = previous if warm_start and previous is not None and previous.d < cell.d else None
+        row = run_cell(source, cells_dir, cell, needed, fit_kwargs, torch_threads, n_iwae, refine_steps,
+                       init_from=None if init is None else str(Path(cells_dir) / init.name))
+        if row["status"] == "done":
+            previous = cell
+        rows.append(row)
+    return rows
+
+
 def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict,
-             torch_threads: int | None = None, n_iwae: int = 64) -> dict:
-    """Train (or resume) one cell, score its test split, write ``cell.json``; return its table row.
+             torch_threads: int | None = None, n_iwae: int = 16, refine_steps: int | None = None,
+             init_from: str | None = None) -> dict:
+    """Train (or resume) one cell, score its test split once, write ``cell.json``; return its table row.
 
     Never raises: a failure is written to ``error.json`` and returned as a 'failed' row.
     """
-    from .evaluate import save_scores, score_test_split, summarise_scores
+    from .evaluate import REFINE_STEPS, save_scores, score_test_split, summarise_scores
 
     cell_dir = Path(cells_dir) / cell.name
     summary = cell_dir / CELL_SUMMARY
-    if summary.exists():
+    if _is_scored(cell_dir):
         return stored_row(Path(cells_dir), cell)
     try:
         import torch
@@ -213,15 +260,20 @@ def run_cell(source, cells_dir: str, cell: Cell, needed: tuple, fit_kwargs: dict
         data = cell_dataset(source, needed)
         device = _cell_device(fit_kwargs.get("device", "auto"))
         fit(data, cell_dir, latent_dim=cell.d, conditions=cell.conditions, seed=cell.seed, resume=True,
-            progress=False, **dict(fit_kwargs, device=device))
-        scores = score_test_split(cell_dir, data, n_iwae=n_iwae, seed=cell.seed)
+            progress=False, init_from=init_from, score_test=False, **dict(fit_kwargs, device=device))
+        t0 = time.perf_counter()
+        scores = score_test_split(cell_dir, data, n_iwae=n_iwae, seed=cell.seed,
+                                  refine_steps=REFINE_STEPS if refine_steps is None else refine_steps)
         save_scores(cell_dir / SCORES, scores)
-        extra = summarise_scores(scores)
+        extra = dict(summarise_scores(scores), score_seconds=time.perf_counter() - t0)
         metrics = json.loads((cell_dir / "metrics.json").read_text())
         row = finished_row(cell, metrics, extra)
-        _write_json(summary, {"row": row, "extra": extra, "dataset_digest": data.attrs.get("inputs_digest")})
+        _write_json(summary, {"row": row, "extra": extra, "dataset_digest": data.attrs.get("inputs_digest"),
+                              "scores_version": SCORES_VERSION})
         (cell_dir / CELL_ERROR).unlink(missing_ok=True)
         return row
+    except DiskFullError:  # not this cell's fault: every cell after it would fail the same way
+        raise
     except Exception as exc:  # noqa: BLE001 - a failed cell is recorded, never fatal to the grid
         error = f"{type(exc).__name__}: {exc}"
         log.warning("cell %s failed: %s", cell.name, error)
@@ -262,9 +314,10 @@ def _default_workers(workers, scheduler, cluster, fit_kwargs) -> int | None:
 def stored_row(cells_dir: Path, cell: Cell) -> dict:
     """A cell's row from its files: done (cell.json), failed (error.json) or pending."""
     d = cells_dir / cell.name
-    if (d / CELL_SUMMARY).exists():  # rebuilt from the files, so that a newer table layout reads older cells
-        metrics = json.loads((d / "metrics.json").read_text())
-        return finished_row(cell, metrics, json.loads((d / CELL_SUMMARY).read_text())["extra"])
+    if _is_scored(d):  # rebuilt from the files, so that a newer table layout reads older cells
+        metrics = read_json(d / "metrics.json", f"Delete {d} and rerun `galvae select` with the same options: "
+                            "it trains this cell again")
+        return finished_row(cell, metrics, _read_summary(d / CELL_SUMMARY)["extra"])
     if (d / CELL_ERROR).exists():
         return failed_row(cell, json.loads((d / CELL_ERROR).read_text())["error"])
     row = _base_row(cell)
@@ -288,14 +341,13 @@ def grid_table(rows: list[dict]):
 
 
 def write_table(table, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    table.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True))
 
 
-def _grid_settings(view_digest, needed, arch, fit_kwargs, n_iwae) -> dict:
+def _grid_settings(view_digest, needed, arch, fit_kwargs, n_iwae, refine_steps, warm_start) -> dict:
     return {"dataset_digest": view_digest, "needed_conditions": list(needed), "arch": arch,
-            "fit": json.loads(json.dumps(fit_kwargs, default=to_jsonable)), "n_iwae": int(n_iwae)}
+            "fit": json.loads(json.dumps(fit_kwargs, default=to_jsonable)), "n_iwae": int(n_iwae),
+            "refine_steps": int(refine_steps), "warm_start": bool(warm_start)}
 
 
 def check_grid_settings(out: Path, settings: dict) -> None:
@@ -403,8 +455,8 @@ def _dataset_summary(source, needed) -> tuple[str, dict]:
 
 def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", seeds=3, arch: str = "compact",
                 epochs: int = 100, scheduler: str | None = None, cluster: str | None = None,
-                workers: int | None = None, progress: bool = True, needed=CONDITIONS, n_iwae: int = 64,
-                **fit_kwargs) -> GridResult:
+                workers: int | None = None, progress: bool = True, needed=CONDITIONS, n_iwae: int = 16,
+                refine_steps: int | None = None, warm_start: bool = False, **fit_kwargs) -> GridResult:
     """Train the grid d × condition sets × seeds and select the best model (CLI ``galvae select``).
 
     ``galvae select --data dataset.zarr --latent 1-8 --conditions all --seeds 3 --out DIR [--arch compact]
@@ -429,10 +481,15 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
         :class:`MissingConditionsError` (a ValueError) is raised before the first cell
         (docs/missing_conditions.md).
     n_iwae : importance samples of the IWAE bound reported beside BIC.
+    refine_steps : Adam steps of the per-spectrum latent refinement that gives BIC its maximised
+        likelihood (None: :data:`galvae.select.evaluate.REFINE_STEPS`; 0: BIC at the posterior mean).
+    warm_start : train each (conditions, seed) in increasing d, each model starting from the previous
+        one (:func:`galvae.fit.warm_start`): fewer epochs per cell on a big survey (docs/scale.md).
 
     Returns a :class:`GridResult`; writes grid.ecsv, best.json and the figures.
     """
-    from .figures import plot_bic_grid, plot_bic_vs_d
+    from .evaluate import REFINE_STEPS
+    from .figures import plot_bic_grid, plot_bic_vs_d, plot_one_se
     from .report import best_model
 
     t0 = time.perf_counter()
@@ -440,13 +497,15 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     latent, condition_sets = parse_latent(latent), parse_conditions(conditions)
     needed = tuple(needed)
     fit_kwargs = dict(fit_kwargs, arch=arch, epochs=int(epochs))
+    refine_steps = REFINE_STEPS if refine_steps is None else int(refine_steps)
     source = str(Path(dataset_path).resolve()) if isinstance(dataset_path, (str, os.PathLike)) else dataset_path
     digest, counts = _dataset_summary(source, needed)
-    check_grid_settings(out, _grid_settings(digest, needed, arch, fit_kwargs, n_iwae))
+    settings = _grid_settings(digest, needed, arch, fit_kwargs, n_iwae, refine_steps, warm_start)
+    check_grid_settings(out, settings)
     cells_dir = out / CELLS
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(latent, condition_sets, seeds)
-    todo = [c for c in cells if not (cells_dir / c.name / CELL_SUMMARY).exists()]
+    todo = [c for c in cells if not _is_scored(cells_dir / c.name)]  # a damaged cell.json stops the grid here
     log.info("grid: %d cells (%d d × %d condition sets × seeds), %d to train, on %d spectra (%d test; %d dropped "
              "for missing conditions: %s, by condition %s)", len(cells), len(latent), len(condition_sets), len(todo),
              counts["n_spectra"], counts["n_test"], counts["n_dropped_missing_conditions"], counts["split_dropped"],
@@ -458,19 +517,20 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     if todo:
         client = _dask.make_client(scheduler, cluster, _default_workers(workers, scheduler, cluster, fit_kwargs))
         try:
-            threads = _torch_threads(client)
-            args = [(source, str(cells_dir), c, needed, fit_kwargs, threads,
-                     n_iwae) for c in todo]
+            threads = _torch_threads(client, scheduler, cluster)
+            args = [(source, str(cells_dir), chain, needed, fit_kwargs, threads, n_iwae, refine_steps, warm_start)
+                    for chain in _chains(cells, todo, warm_start)]
             if client is not None and not isinstance(source, str):
                 log.warning("an in-memory dataset is shipped to every task; pass a dataset path instead")
-            _dask.run_tasks(client, run_cell, args, "select", progress, on_result=rewrite_table,
+            _dask.run_tasks(client, run_chain, args, "select", progress, on_result=rewrite_table,
                             on_error=lambda a, exc: _record_lost_task(cells_dir, a[2], exc))
         finally:
             _dask.close_client(client)
     rows = [stored_row(cells_dir, c) for c in cells]
     table = grid_table(rows)
     table.meta.update(counts)
-    table.meta["fit"] = _grid_settings(digest, needed, arch, fit_kwargs, n_iwae)["fit"]
+    table.meta["fit"] = settings["fit"]
+    table.meta.update(refine_steps=refine_steps, warm_start=bool(warm_start), n_iwae=int(n_iwae))
     write_table(table, out / "grid.ecsv")
     best = best_model(table, cells_dir)
     if best is not None:
@@ -478,30 +538,56 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
         _write_json(out / "best.json", best)
     _DATASETS.clear()  # in-process ('sync') runs cached the dataset here
     figures = [p for p in (plot_bic_grid(table, out / "figures" / "bic_grid.png", best),
-                           plot_bic_vs_d(table, out / "figures" / "bic_vs_d.png")) if p is not None]
+                           plot_bic_vs_d(table, out / "figures" / "bic_vs_d.png"),
+                           plot_one_se(best, out / "figures" / "bic_one_se.png")) if p is not None]
     seconds = time.perf_counter() - t0
     n_failed = int(np.sum(np.asarray(table["status"]) == "failed"))
     log.info("grid done in %.0f s: %d cells done, %d failed", seconds,
              int(np.sum(np.asarray(table["status"]) == "done")), n_failed)
     if best is not None:
-        restart = best["other_criteria"]["bic_best_restart"]
-        log.info("best by mean BIC over seeds: %s d=%d (%.2f, seed std %.2f); by the best-validation restart: "
+        one = best["one_se"]
+        log.info("lowest mean BIC over seeds: %s d=%d (%.2f, seed std %.2f); recommended (one paired SE): "
                  "%s d=%d (%.2f)", best["conditions_label"], best["d"], best["bic_mean"], best["bic_seed_std"],
-                 restart["conditions_label"], restart["d"], restart["bic_mean"])
+                 one["conditions_label"], one["d"], one["bic_mean"])
     return GridResult(out, table, best, figures, seconds)
 
 
-def _torch_threads(client) -> int | None:
-    """1 thread per task when several tasks share a machine's cores; None (torch's default) in-process."""
+def _chains(cells: list, todo: list, warm_start: bool) -> list[list]:
+    """The tasks: with ``warm_start`` one per (conditions, seed) holding its cells in increasing d (the
+    finished ones too, so that the next cell starts from them), else one per cell to do."""
+    if not warm_start:
+        return [[c] for c in todo]
+    groups: dict = {}
+    for c in cells:
+        groups.setdefault((c.conditions, c.seed), []).append(c)
+    pending = set(todo)
+    return [sorted(g) for g in groups.values() if pending.intersection(g)]
+
+
+def _torch_threads(client, scheduler=None, cluster=None) -> int | None:
+    """Threads per task: None (torch's default) in-process; on a local cluster the machine's cores shared
+    among its workers (one 2-thread worker trains faster than two 1-thread ones on 2 cores, docs/scale.md);
+    1 on other clusters, whose workers are sized by their own jobs."""
     if client is None:
         return None
+    if scheduler is None and cluster in (None, "local"):
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        return max(1, (os.cpu_count() or 1) // n_workers)
     return 1
 
 
-def _record_lost_task(cells_dir: Path, cell: Cell, exc: Exception) -> dict:
-    """A task that died with its worker (out of memory, killed): record it as failed."""
+def _record_lost_task(cells_dir: Path, chain: list, exc: Exception) -> list[dict]:
+    """A task that died with its worker (out of memory, killed): record its unfinished cells as failed."""
+    if isinstance(exc, DiskFullError):
+        raise exc
     error = f"{type(exc).__name__}: {exc}"
-    d = cells_dir / cell.name
-    d.mkdir(parents=True, exist_ok=True)
-    _write_json(d / CELL_ERROR, {"error": error, "traceback": ""})
-    return failed_row(cell, error)
+    rows = []
+    for cell in chain:
+        d = cells_dir / cell.name
+        if _is_scored(d):
+            rows.append(stored_row(cells_dir, cell))
+            continue
+        d.mkdir(parents=True, exist_ok=True)
+        _write_json(d / CELL_ERROR, {"error": error, "traceback": ""})
+        rows.append(failed_row(cell, error))
+    return rows

@@ -9,8 +9,14 @@ Numbers are grouped by model (condition set, d). Two ways of summarising a model
                The mean instead charges a model for its optimiser's failed restarts (docs/dimension_recovery.md).
 
 Either way the standard deviation over seeds is reported. Differences between two models are also
-computed on the same test spectra (paired), whose standard error is far smaller than the spread of the
-per-spectrum values themselves.
+computed on the same test spectra (paired, :func:`paired_comparison`), with a standard error that adds
+the test sample's (over spectra) and the training's (over seeds).
+
+The recommended choice, ``bic_one_se``, is the **one-standard-error rule** (Breiman et al. 1984;
+Hastie, Tibshirani & Friedman 2009, §7.10) on those paired differences: of the models whose mean BIC
+is within one paired standard error of the lowest, the one with the fewest parameters k (then the lower
+BIC). A difference smaller than its error is not evidence that the larger model describes the
+spectra better, so the smaller one is kept (docs/model_selection.md).
 """
 
 from __future__ import annotations
@@ -74,36 +80,58 @@ def model_groups(table, column: str, seeds: str = "mean") -> list[dict]:
     return out
 
 
-def per_spectrum_values(cells_dir: Path, group: dict, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(ids, per-spectrum ``key`` averaged over the group's used seeds), or None when scores are missing."""
+def per_seed_values(cells_dir: Path, group: dict, key: str, seeds=None) -> tuple[np.ndarray, dict] | None:
+    """(sorted ids, {seed: per-spectrum ``key``}) for ``seeds`` (default: the group's used seeds), or None
+    when a cell's scores are missing or its test spectra differ."""
     from .evaluate import load_scores
 
-    values, ids = [], None
-    for seed in group["used_seeds"]:
+    values, ids = {}, None
+    for seed in group["used_seeds"] if seeds is None else seeds:
         path = Path(cells_dir) / group["cells"][seed] / "scores.npz"
         if not path.exists():
             return None
         s = load_scores(path)
+        if key not in s:
+            return None
         order = np.argsort(s["ids"])
         if ids is None:
             ids = s["ids"][order]
         elif not np.array_equal(ids, s["ids"][order]):
             return None
-        values.append(np.asarray(s[key], dtype=float)[order])
-    return (ids, np.mean(values, axis=0)) if values else None
+        values[seed] = np.asarray(s[key], dtype=float)[order]
+    return (ids, values) if values else None
 
 
-def paired_difference(cells_dir: Path, a: dict, b: dict, key: str) -> dict | None:
-    """Mean over common test spectra of key(b) − key(a) (per spectrum, over each group's used seeds),
-    with its standard error."""
-    pa, pb = per_spectrum_values(cells_dir, a, key), per_spectrum_values(cells_dir, b, key)
+def per_spectrum_values(cells_dir: Path, group: dict, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ids, per-spectrum ``key`` averaged over the group's used seeds), or None when scores are missing."""
+    got = per_seed_values(cells_dir, group, key)
+    return None if got is None else (got[0], np.mean(list(got[1].values()), axis=0))
+
+
+def paired_comparison(cells_dir: Path, a: dict, b: dict, key: str = "bic") -> dict | None:
+    """key(b) − key(a) on the test spectra both were scored on, each model's seeds averaged per spectrum.
+
+    ``mean``: the mean difference; ``se_spectra``: its standard error over the test spectra (the sample);
+    ``se_seeds``: the spread over seeds of each seed's mean difference (seeds paired by number; the
+    training's randomness), √(var/n_seeds), 0 with one common seed; ``se``: both in quadrature."""
+    pa, pb = per_seed_values(cells_dir, a, key), per_seed_values(cells_dir, b, key)
     if pa is None or pb is None:
         return None
     common, ia, ib = np.intersect1d(pa[0], pb[0], return_indices=True)
-    if common.size == 0:
+    if common.size < 2:
         return None
-    mean, err = lk.mean_and_stderr(pb[1][ib] - pa[1][ia])
-    return {"mean": mean, "stderr": err, "n": int(common.size)}
+    va = np.mean([v[ia] for v in pa[1].values()], axis=0)
+    vb = np.mean([v[ib] for v in pb[1].values()], axis=0)
+    diff = vb - va
+    ok = np.isfinite(diff)
+    mean, se_spectra = lk.mean_and_stderr(diff[ok])
+    seeds = sorted(set(pa[1]) & set(pb[1]))
+    per_seed = [float(np.mean((pb[1][s][ib] - pa[1][s][ia])[ok])) for s in seeds]
+    se_seeds = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed))) if len(per_seed) > 1 else 0.0
+    return {"mean": mean, "se_spectra": se_spectra, "se_seeds": se_seeds,
+            "se": float(math.hypot(se_spectra, se_seeds)), "n_spectra": int(ok.sum()), "n_seeds": len(seeds),
+            # kept for readers of older best.json files
+            "stderr": se_spectra, "n": int(ok.sum())}
 
 
 def ranked(table, criterion: str) -> list[dict]:
@@ -136,9 +164,64 @@ def choice(table, cells_dir, criterion: str, n_ranking: int = 10) -> dict | None
                        f"{value_key}_mean": g["mean"], f"{value_key}_seed_std": g["seed_std"]}
                       for g in models[:n_ranking]]
     if len(models) > 1:
-        out["runner_up_paired_difference"] = paired_difference(cells_dir, models[0], models[1],
+        out["runner_up_paired_difference"] = paired_comparison(cells_dir, models[0], models[1],
                                                                SCORE_KEY[COLUMN[criterion]])
     return out
+
+
+ONE_SE_DEFINITION = ("of the models whose mean BIC over seeds is within one paired standard error (test spectra "
+                     "and seeds) of the lowest, the one with the fewest parameters k, then the lowest BIC")
+
+
+def one_se_choice(table, cells_dir, plain_only: bool = False) -> dict | None:
+    """The one-standard-error rule on BIC (module docstring): the chosen model, and every model's paired
+    difference to the lowest mean BIC with its standard error."""
+    models = [g for g in ranked(table, "bic") if not plain_only or g["n_conditions"] == 0]
+    if not models:
+        return None
+    lowest = models[0]
+    compared = []
+    for g in models:
+        c = {"mean": 0.0, "se": 0.0, "se_spectra": 0.0, "se_seeds": 0.0} if g is lowest else \
+            paired_comparison(cells_dir, lowest, g, "bic")
+        within = c is not None and c["mean"] <= c["se"]
+        compared.append((g, c, within))
+    chosen = min((g for g, _, within in compared if within), key=lambda g: (g["k"], g["mean"]))
+    out = describe(chosen, "bic")
+    out.update(criterion="bic_one_se", definition=ONE_SE_DEFINITION,
+               lowest={"conditions_label": lowest["conditions_label"], "d": lowest["d"], "k": lowest["k"],
+                       "bic_mean": lowest["mean"]},
+               compared=[{"conditions_label": g["conditions_label"], "d": g["d"], "k": g["k"], "bic_mean": g["mean"],
+                          "difference_to_lowest": None if c is None else c["mean"],
+                          "se": None if c is None else c["se"], "within_one_se": within}
+                         for g, c, within in compared])
+    return out
+
+
+def paired_steps(table, cells_dir) -> dict:
+    """Per condition set, each step d → d′ (the next d of the grid) as a paired BIC difference with its
+    standard error; and each condition set against the plain VAE at the same d."""
+    groups = {(g["conditions_label"], g["d"]): g for g in model_groups(table, "bic_mean")}
+    steps, vs_vae = [], []
+    for label in dict.fromkeys(lab for lab, _ in groups):
+        ds = sorted(d for lab, d in groups if lab == label)
+        for d0, d1 in zip(ds, ds[1:]):
+            c = paired_comparison(cells_dir, groups[(label, d0)], groups[(label, d1)], "bic")
+            if c is not None:
+                steps.append({"conditions_label": label, "d_from": d0, "d_to": d1, **_short(c)})
+        if label != "vae":
+            for d in ds:
+                if ("vae", d) in groups:
+                    c = paired_comparison(cells_dir, groups[("vae", d)], groups[(label, d)], "bic")
+                    if c is not None:
+                        vs_vae.append({"conditions_label": label, "d": d, **_short(c)})
+    return {"definition": "BIC(second) - BIC(first), mean over the same test spectra; negative: the second is "
+                          "better; se combines the test sample's and the seeds' errors",
+            "steps": steps, "vs_vae": vs_vae}
+
+
+def _short(c: dict) -> dict:
+    return {k: c[k] for k in ("mean", "se", "se_spectra", "se_seeds", "n_spectra", "n_seeds")}
 
 
 def best_model(table, cells_dir) -> dict | None:
@@ -150,10 +233,14 @@ def best_model(table, cells_dir) -> dict | None:
     best["other_criteria"] = {c: choice(table, cells_dir, c, n_ranking=5)
                               for c in ("bic_best_restart", "iwae", "iwae_best_restart")}
     best["other_criteria"]["active_dims"] = active_dims_summary(table)
+    best["one_se"] = one_se_choice(table, cells_dir)
+    best["one_se_plain_vae"] = one_se_choice(table, cells_dir, plain_only=True)
+    best["paired"] = paired_steps(table, cells_dir)
     best["recommended"] = {
-        "criterion": "bic_best_restart",
-        "why": "seeds are restarts of a non-convex fit: the mean over seeds charges a model for its failed "
-               "restarts, the best-validation restart does not (docs/dimension_recovery.md)"}
+        "criterion": "bic_one_se",
+        "why": "BIC differences smaller than their paired standard error (test spectra and seeds) are not "
+               "evidence for the larger model; of those within one error of the lowest BIC the fewest "
+               "parameters are kept (docs/model_selection.md)"}
     return best
 
 

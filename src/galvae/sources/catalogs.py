@@ -18,7 +18,7 @@ Units: ``logmstar`` log10(M*/Msun); ``logsfr`` log10(SFR / Msun yr^-1); ``logssf
 ``a_fuv``, ``a_b``, ``a_v`` mag; ``vdisp`` km/s; ``metallicity`` 12 + log10(O/H); ``ra``, ``dec`` deg;
 ``e_*`` the 1-sigma error of the column it names, same unit.
 
-Bad input never stops a read (DESIGN §6): a row that cannot be used is skipped and listed in
+Bad input never stops a read (docs/design.md §6): a row that cannot be used is skipped and listed in
 ``table.meta['rejects']`` as ``(line_or_row_number, reason)`` (1-based), counted in
 ``table.meta['n_rejected']``.
 """
@@ -964,5 +964,7 @@ def join_catalog_files(out, gswlc=(), mpajhu=None, specobj=None) -> tuple[Table,
                for line, reason in t.meta.get("rejects", [])]
     props, stats = catalog_properties(gswlc=gswlc_tables or None, mpajhu=mpajhu_table, specobj=specobj_table)
     props.meta.pop("catalog_stats", None)  # nested: not a FITS header card; the counts are returned
-    props.write(out, overwrite=True)
+    from .._atomic import atomic_write
+
+    atomic_write(out, lambda tmp: props.write(tmp, overwrite=True))  # the format follows out's extension
     return props, stats, skipped

@@ -596,7 +596,7 @@ def download_spectra(
     connection and each read. Raises :class:`ValueError` for bad arguments; every per-file problem
     ends in the returned tally instead (see the module docstring for the rules).
     """
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     _check_arguments(base_url, workers, retries, backoff, timeout)

@@ -1,6 +1,6 @@
 """Read SDSS spectrum files into observed spectra.
 
-Both file kinds of DR8+ are read: full ``spec`` files (COADD, metadata, SPZLINE, per-exposure HDUs)
+Both file kinds of DR8+ are read, plain or gzipped (``.fits.gz``): full ``spec`` files (COADD, metadata, SPZLINE, per-exposure HDUs)
 and ``spec-lite`` files (without the exposures); SDSS-I/II keeps its metadata in HDU ``SPECOBJ``,
 BOSS/eBOSS in ``SPALL``. Only the COADD and metadata HDUs are ever read (see :mod:`.fitsbin` for why
 this does not go through ``astropy.io.fits``; ``benchmarks/bench_reader.py`` measures the difference).
@@ -11,12 +11,16 @@ A file that cannot give a spectrum raises :class:`SpectrumReadError` whose messa
 
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple
+
+import zlib
 
 import numpy as np
 
@@ -46,7 +50,7 @@ class Reject(NamedTuple):
 
 @dataclass
 class ObservedSpectrum:
-    """One galaxy's spectrum as observed (DESIGN.md §2).
+    """One galaxy's spectrum as observed (docs/design.md §2).
 
     ``wave`` is the vacuum observed-frame wavelength in Å, ``flux`` in 1e-17 erg s⁻¹ cm⁻² Å⁻¹,
     ``ivar`` its inverse variance, ``and_mask`` the SDSS pixel mask (bits of SPPIXMASK).
@@ -101,7 +105,7 @@ def read_spectrum(path: str | os.PathLike) -> ObservedSpectrum:
     strictly increasing.
     """
     try:
-        with open(path, "rb") as fh:
+        with _open_fits(path) as fh:
             hdus = fitsbin.scan_hdus(fh, wanted=("COADD", frozenset(METADATA_HDUS)))
             by_name = {h.name: h for h in hdus}
             coadd_hdu = by_name.get("COADD")
@@ -117,6 +121,8 @@ def read_spectrum(path: str | os.PathLike) -> ObservedSpectrum:
         raise
     except fitsbin.FitsFormatError as exc:
         raise SpectrumReadError(path, str(exc)) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise SpectrumReadError(path, f"corrupt gzip file: {exc}") from None
     except OSError as exc:
         raise SpectrumReadError(path, f"cannot read file: {exc.strerror or exc}") from None
 
@@ -161,6 +167,22 @@ def read_spectrum(path: str | os.PathLike) -> ObservedSpectrum:
         vdisp=vdisp, sn_median=sn_median, specobjid=specobjid, run2d=run2d,
         path=str(path), meta_hdu=meta_name,
     )
+
+
+def _open_fits(path):
+    """A seekable binary file: the file itself, or a gzipped file decompressed into memory.
+
+    Gzip is recognised by its magic bytes, not by the name: a ``.fits.gz`` that is not compressed
+    reads as the FITS it is. Spectra are at most a few MB, so decompressing whole is cheap and keeps
+    the reader's seeks plain.
+    """
+    fh = open(path, "rb")
+    magic = fh.read(2)
+    fh.seek(0)
+    if magic != b"\x1f\x8b":
+        return fh
+    with fh, gzip.GzipFile(fileobj=fh) as gz:
+        return io.BytesIO(gz.read())
 
 
 def wavelength_problem(loglam: np.ndarray) -> str | None:
@@ -209,9 +231,37 @@ def _read_chunk(paths: list[str], require_good_pixels: bool) -> list:
     return [_read_one(p, require_good_pixels) for p in paths]
 
 
+SPECTRUM_SUFFIXES = (".fits", ".fits.gz")
+
+
 def find_spectrum_files(folder: str | os.PathLike) -> list[str]:
-    """All ``spec-*.fits`` files under ``folder`` (recursively), sorted for a stable order."""
-    return sorted(str(p) for p in Path(folder).rglob("spec-*.fits"))
+    """Every ``*.fits`` and ``*.fits.gz`` file under ``folder`` (recursively, any name), sorted.
+
+    Nothing is judged by its name: a galaxy's spectrum saved as ``NGC 4030.fits`` is as good as
+    ``spec-0266-51602-0001.fits``, and a FITS file that is not a spectrum (a catalogue, an image) is
+    read and becomes a reject with its reason, so the tally counts every file that was there.
+    Suffixes match in any case (``.FITS``); folders are followed but links to folders are not (no
+    cycles).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder")
+    found = []
+    for root, _dirs, files in os.walk(folder):
+        found += [os.path.join(root, f) for f in files if f.lower().endswith(SPECTRUM_SUFFIXES)]
+    return sorted(found)
+
+
+def expand_spectrum_paths(items) -> list[str]:
+    """Files and folders (one path or a list) → files: each folder replaced by :func:`find_spectrum_files`.
+
+    A path that does not exist stays in the list, so that reading it gives a reject with its reason.
+    """
+    items = [items] if isinstance(items, (str, os.PathLike)) else list(items)
+    paths: list[str] = []
+    for item in items:
+        paths.extend(find_spectrum_files(item) if Path(item).is_dir() else [str(item)])
+    return paths
 
 
 def read_spectra(
@@ -226,7 +276,7 @@ def read_spectra(
     ``workers`` > 1 reads chunks of files in worker processes (``None``: one per core). With
     ``require_good_pixels`` a readable file whose pixels are all bad is a reject, not a spectrum.
     """
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     paths = [str(p) for p in paths]
     n_workers = os.cpu_count() or 1 if workers is None else max(1, int(workers))

@@ -355,7 +355,7 @@ def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: 
     Returns a :class:`MockSurvey`. Rerunning with the same configuration returns the files already
     there at once (``from_cache=True``); another configuration replaces them.
     """
-    from tqdm.auto import tqdm
+    from ..._progress import tqdm
 
     n, seed = int(n), int(seed)
     if n < 1:

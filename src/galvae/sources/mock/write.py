@@ -22,10 +22,11 @@ Every file is written to a temporary name and renamed, so an interrupted run nev
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ... import _atomic
 
 FIBERS_PER_PLATE = 640
 FIRST_PLATE = 13000
@@ -81,14 +82,9 @@ def plate_centre(plate: int) -> tuple[float, float]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result to ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Call ``write(tmp_path)`` and rename the result to ``path`` (galvae._atomic; no fsync: the survey
+    is a cache, checked against its manifest when read)."""
+    _atomic.atomic_write(path, write, durable=False)
 
 
 def _band_sn(loglam, flux, ivar) -> np.ndarray:
