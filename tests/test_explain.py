@@ -316,6 +316,59 @@ def test_explain_writes_the_analysis(run):
     assert {"logmstar", "logsfr", "a_v"} <= set(mi["property"][mi["source"] == "catalog"])
     assert {"tau", "mwage", "logu", "logmstar"} <= set(mi["property"][mi["source"] == "truth"])
     assert np.all(np.asarray(mi["mi"]) >= 0)
+    # R² of properties: computed on the test split, which holds too few spectra here: an empty table
+    assert "vae" not in set(Table.read(a / "r2.ecsv")["model"]) and "latent_information" in summary
+    assert 0 <= summary["shap"]["filled_share"] < 1
+
+
+def test_explain_hands_the_fill_masks_to_the_figures(run, dataset):
+    from galvae.explain.attribution import load_shap
+
+    a = run["run"] / "analysis"
+    assert dataset.unobserved.any()
+    with np.load(a / "traversals.npz") as f:
+        np.testing.assert_array_equal(f["unobserved"], dataset.unobserved)
+    result = load_shap(a / "shap.npz")[0]
+    np.testing.assert_array_equal(result.filled, dataset.filled[result.rows])
+    np.testing.assert_array_equal(result.unobserved, dataset.unobserved)
+
+
+def test_mean_abs_shap_leaves_out_filled_pixels():
+    from galvae.explain.attribution import ShapResult
+
+    values = np.array([[[1.0], [2.0], [4.0]], [[3.0], [-6.0], [8.0]]])  # (2 spectra, 3 pixels, 1 latent)
+    filled = np.array([[False, True, True], [False, False, True]])
+    r = ShapResult(values, np.zeros(1), np.zeros((2, 1)), np.arange(2), np.arange(2), "deep", filled=filled)
+    np.testing.assert_array_equal(r.mean_abs()[:, 0], [2.0, 6.0, np.nan])  # pixel 1: only spectrum 1's
+    assert r.filled_share() == pytest.approx((2 + 4 + 8) / 24)
+
+
+def test_figures_hatch_unobserved_columns_and_grey_shap_at_filled_pixels():
+    import matplotlib.pyplot as plt
+
+    from galvae.explain import figures as F
+    from galvae.explain.traversal import Traversal
+
+    wave = np.linspace(3400, 8400, 200)
+    unobserved = np.zeros(200, bool)
+    unobserved[:6] = True
+    trav = [Traversal("D1", np.array([-1.0, 1.0]), np.ones((2, 200)))]
+
+    def gids(fig):
+        return [a.get_gid() for ax in fig.axes for a in (*ax.patches, *ax.collections)]
+
+    fig = F.traversals_figure(wave, trav, unobserved=unobserved)
+    (span,) = [p for ax in fig.axes for p in ax.patches if p.get_gid() == F.UNOBSERVED_GID]
+    assert span.get_x() == wave[0] and span.get_x() + span.get_width() == pytest.approx(wave[5])
+    assert F.UNOBSERVED_GID not in gids(F.traversals_figure(wave, trav))
+    plt.close("all")
+    values = np.random.default_rng(0).standard_normal((200, 4))
+    filled = ~unobserved.copy()
+    filled[:] = False
+    filled[50:60] = True
+    fig = F.shap_figure(wave, values, np.ones(200), (2, 3), np.abs(values), filled=filled, unobserved=unobserved)
+    assert gids(fig).count("filled") == 2 and gids(fig).count(F.UNOBSERVED_GID) == 3
+    plt.close("all")
 
 
 def test_mi_rows_maps_and_figures_follow_this_analysis(run, dataset, tmp_path):

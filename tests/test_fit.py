@@ -68,12 +68,26 @@ def test_training_lowers_val_loss_and_beats_the_mean_spectrum(data, tmp_path):
     assert not (out / "checkpoint.pt").exists() and not (out / "best.pt").exists()
 
 
-@pytest.mark.parametrize("arch,loss", [("paper", "gaussian"), ("compact", "mse")])
+@pytest.mark.parametrize("arch,loss", [("paper", "gaussian"), ("compact", "mse"), ("compact", "authors")])
 def test_other_architecture_and_loss_train(data, tmp_path, arch, loss):
     out = fit(data, tmp_path / "m", latent_dim=2, arch=arch, loss=loss, **dict(FAST, epochs=2))
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["arch"] == arch and config["training"]["loss"] == loss
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["chi2_per_pixel"]["mean"])
+
+
+def test_the_authors_objective_is_their_codes_weighting(data, tmp_path):
+    from galvae.models.vae import vae_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, xhat = torch.randn(5, 40, generator=g), torch.randn(5, 40, generator=g)
+    mu, logvar = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    ivar = torch.rand(5, 40, generator=g)
+    kl_per_dim = 0.5 * (mu**2 + logvar.exp() - logvar - 1)
+    by_hand = 1e3 * ((x - xhat) ** 2).mean(-1) + 0.1 * kl_per_dim.mean(-1)  # MSE over pixels, KL over dims
+    torch.testing.assert_close(vae_loss(x, ivar, xhat, mu, logvar, kind="authors"), by_hand)
+    with pytest.raises(ValueError, match="beta must be 1"):
+        fit(data, tmp_path / "m", latent_dim=2, loss="authors", beta=0.5, **FAST)
 
 
 def test_compact_eigenspectra_come_from_the_training_split_and_stay_fixed(data, tmp_path):

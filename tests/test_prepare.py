@@ -269,3 +269,80 @@ def test_a_single_usable_spectrum_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="only 1 spectrum of 2 passed the selection.*at least 2 spectra"):
         prepare_dataset(tmp_path / "in", tmp_path / "d.zarr", config=PrepareConfig(**TINY), scheduler="sync",
                         progress=False)
+
+
+# --- the fill: basis from the training split, unobserved columns from each spectrum itself --------------
+
+def _stage(staging, ids, flux, ivar):
+    from galvae.prepare.pipeline import chunk_path
+
+    staging.mkdir(parents=True, exist_ok=True)
+    np.savez(chunk_path(staging, 0), id=np.asarray(ids), flux=flux.astype(np.float32), ivar=ivar.astype(np.float32))
+
+
+def test_fill_basis_sees_only_training_spectra(tmp_path):
+    from galvae.prepare.pipeline import fit_basis
+
+    ids = np.array([f"g{i}" for i in range(400)])
+    split = split_of(ids)
+    rng = np.random.default_rng(0)
+    flux = 1.0 + 0.1 * rng.standard_normal((400, 60))
+    flux[split != 0] += 50.0  # validation and test spectra: far from the training ones
+    _stage(tmp_path, ids, flux, np.ones_like(flux))
+    fit_basis(tmp_path, [400], PrepareConfig(n_pix=60, n_components=3, n_iter=2))
+    with np.load(tmp_path / "basis.npz") as z:
+        assert str(z["fitted_on"]) == "train" and int(z["n_spectra"]) == (split == 0).sum()
+        # no pixel is bad, so the mean is that of the rows it was fitted on: the training ones
+        np.testing.assert_allclose(z["mean"], flux[split == 0].mean(axis=0), rtol=1e-5)
+
+
+def test_rarely_observed_columns_leave_the_basis_and_each_spectrum_keeps_its_own_edge(tmp_path):
+    from galvae.prepare.gappy_pca import fill_with_basis
+    from galvae.prepare.pipeline import extend_into_unobserved, fit_basis, unobserved_ranges
+
+    n, p = 300, 80
+    ids = np.array([f"g{i}" for i in range(n)])
+    rng = np.random.default_rng(1)
+    level = rng.uniform(0.5, 2.0, n)                       # each spectrum its own continuum level
+    flux = level[:, None] * (1.0 + 0.01 * rng.standard_normal((n, p)))
+    ivar = np.ones_like(flux)
+    ivar[:, :10] = 0.0                                     # columns 0–9: observed by no spectrum
+    ivar[:, 10:14] = 0.0
+    ivar[np.flatnonzero(split_of(ids) == 0)[:1], 10:14] = 1.0  # 10–13: by one training spectrum (< 1 %)
+    _stage(tmp_path, ids, flux, ivar)
+    fit_basis(tmp_path, [n], PrepareConfig(n_pix=p, n_components=3, n_iter=3))
+    with np.load(tmp_path / "basis.npz") as z:
+        basis, mean = z["basis"], z["mean"]
+    assert unobserved_ranges(basis, mean) == [[0, 14]]
+    good = ivar > 0
+    filled = extend_into_unobserved(fill_with_basis(flux, good, basis, mean))
+    assert np.isfinite(filled).all()
+    edge = np.median(filled[:, 14:29], axis=1)             # each row's 15 described values next to the gap
+    others = ~good[:, 10]                                  # (the observer's gap ends at column 10)
+    np.testing.assert_allclose(filled[others, 0], edge[others])
+    assert np.corrcoef(filled[:, 0], level)[0, 1] > 0.99   # derived from the spectrum, not one constant
+    observer = good[:, 10]
+    np.testing.assert_array_equal(filled[observer, 10:14], flux[observer, 10:14])  # its own data stay
+
+
+def test_extend_fills_a_gap_inside_a_row_from_both_sides():
+    from galvae.prepare.pipeline import extend_into_unobserved
+
+    row = np.array([[1.0, 1.0, np.nan, np.nan, np.nan, np.nan, 3.0, 3.0], [np.nan] * 8])
+    out = extend_into_unobserved(row, edge_pixels=2)
+    np.testing.assert_array_equal(out[0], [1, 1, 1, 1, 3, 3, 3, 3])
+    np.testing.assert_array_equal(out[1], np.zeros(8))
+
+
+def test_dataset_records_the_unobserved_columns(mock_dataset):
+    d = open_dataset(mock_dataset)
+    fill = d.attrs["fill"]
+    assert fill["basis_fitted_on"].startswith(("train", "all"))
+    mask = d.unobserved
+    assert mask[0] and fill["unobserved_columns"][0][0] == 0  # the blue end: no z < 0.1 spectrum reaches 3400 Å
+    first = fill["unobserved_columns"][0][1]
+    assert d.filled[:, 0].all()
+    # each spectrum holds its own level there: as many distinct values as spectra, not one constant
+    assert len(np.unique(np.round(d.flux[:, 0], 6))) > 0.9 * len(d)
+    whole = d.filled[:, :first].all(axis=1)
+    np.testing.assert_allclose(d.flux[whole, 0], np.median(d.flux[whole, first:first + 15], axis=1), rtol=1e-6)

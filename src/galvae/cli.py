@@ -388,8 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-basis", type=int, default=32,
                    help="compact: eigenspectra of the training split the MLPs read and write through "
                         "(default 32; 0: an MLP on all pixels)")
-    p.add_argument("--loss", default="gaussian", choices=["gaussian", "mse"],
-                   help="gaussian ivar likelihood (default) or the paper's plain MSE")
+    p.add_argument("--loss", default="gaussian", choices=["gaussian", "mse", "authors"],
+                   help="gaussian ivar likelihood (default), the paper's plain MSE, or the authors' code's "
+                        "objective, 1e3·MSE + 0.1·KL averaged over latent dimensions (with --beta 1)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
     _add_training_length_options(p)
     p.add_argument("--batch-size", type=_positive_int, default=None, help="default 128 on CPU, 2048 on GPU")

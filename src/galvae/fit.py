@@ -63,7 +63,7 @@ DEFINITIONS = {
 class TrainSettings:
     """Training choices, stored in config.json; a resumed run must use the same ones."""
 
-    loss: str = "gaussian"          # 'gaussian' (ivar likelihood) or 'mse' (the paper's)
+    loss: str = "gaussian"          # 'gaussian' (ivar likelihood), 'mse' (the paper's), 'authors' (their code's)
     beta: float = 1.0               # weight of the KL term
     epochs: int = 100
     batch_size: int = 128
@@ -304,7 +304,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     arch : 'compact' (fast MLP) or 'paper' (the authors' architecture).
     n_basis : compact only: K eigenspectra of the training split's weighted PCA that the MLPs read and
         write through (capped at the training spectra − 1); 0 for an MLP on the pixels.
-    loss : 'gaussian' (ivar likelihood, default) or 'mse' (the paper's fixed-σ loss).
+    loss : 'gaussian' (ivar likelihood, default), 'mse' (the paper's fixed-σ loss) or 'authors' (the
+        authors' code: 1e3 · MSE + 0.1 · KL averaged over latent dimensions; ``beta`` must be 1).
     batch_size : default 128 on CPU, 2048 on CUDA.
     resume : continue from ``out_dir``'s checkpoint; a finished model is returned as is.
     overwrite : allow starting afresh in a directory that already holds a model or checkpoint.
@@ -328,6 +329,8 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     check_condition_names(conditions)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "authors" and beta != 1.0:
+        raise ValueError(f"loss='authors' fixes its own KL weight (0.1, averaged over dimensions); beta must be 1, got {beta}")
     if batch_size is None:
         batch_size = 2048 if dev.type == "cuda" else 128
     s = TrainSettings(loss=loss, beta=float(beta), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),

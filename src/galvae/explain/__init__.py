@@ -7,12 +7,13 @@
 - :mod:`.attribution`  SHAP per wavelength for each D_j, with a fidelity check (Figure 6)
 - :mod:`.catalog`      ``latents.fits``: every spectrum's latents, χ²/pixel, ELBO and outlier score
 - :mod:`.unusual`      the most unusual test spectra beside their reconstructions
+- :mod:`.predictive`   what the latents know: cross-validated R² of properties, VAE against PCA
 - :mod:`.external`     a user's own spec files through the model (``galvae encode --spectra``)
 
 :func:`explain` runs them all on one model and dataset and writes ``OUT/analysis/``::
 
     rotation.json  latents.fits  mi.ecsv  spearman.ecsv  maps.npz  traversals.npz  cvae_traversals.npz
-    shap.npz  unusual.npz  summary.json  stamps.json  figures/*.png
+    shap.npz  unusual.npz  r2.ecsv  summary.json  stamps.json  figures/*.png
 
 and, in the model folder when the dataset is the one it was trained on, ``rotation.json`` and
 ``reference.npz``: what ``galvae encode --spectra`` needs to score new spectra (:mod:`.external`).
@@ -224,7 +225,7 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
             properties=None, n_boot: int = 30, max_mi_samples: int | None = 5000, mi_split: str = "test",
             min_mi_rows: int = 50, map_bins: int | None = None, min_count: int = 5, n_background: int = 100,
             n_explain: int = 50, shap_method: str = "deep", shap_dtype: str = "float64", figures: bool = True,
-            force: bool = False) -> ExplainResult:
+            force: bool = False, predictive: bool = True) -> ExplainResult:
     """Explain a trained VAE's latents on a dataset; writes ``out_dir/analysis/`` and returns what it found.
 
     Parameters
@@ -245,6 +246,8 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     shap_dtype : 'float64' (default: additivity to round-off, ~1e-13) or 'float32' (≈2.5× faster on CPU,
         additivity to ~1e-5; the tolerance stated becomes 1e-4).
     force : recompute every part even when stamps.json says it is done.
+    predictive : R² of properties from the latents of this VAE, the CVAEs and PCA-d / weighted PCA-d
+        fitted on train, on the test split (``r2.ecsv``, :mod:`.predictive`).
     """
     from .maps import latent_maps, maps_to_npz
     from .mutual_info import PROPERTIES, capped_rows, tracking_summary
@@ -317,18 +320,18 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     # 4. traversals (cheap), and the CVAEs'
     t = time.perf_counter()
     travs = latent_traversals(model, rotation)
-    _savez(out / "traversals.npz", traversals_to_npz(travs, dataset.wave))
+    _savez(out / "traversals.npz", traversals_to_npz(travs, dataset.wave, dataset.unobserved))
     cvae_travs = []
     if cvae_dirs:
         cvae_travs = _cvae_traversals(cvae_dirs, dataset, progress)
-        _savez(out / "cvae_traversals.npz", traversals_to_npz(cvae_travs, dataset.wave))
+        _savez(out / "cvae_traversals.npz", traversals_to_npz(cvae_travs, dataset.wave, dataset.unobserved))
     timings["traversals"] = time.perf_counter() - t
 
     # 5. SHAP
     t = time.perf_counter()
     from .attribution import explain_latents, load_shap, save_shap
     bg, ex = _shap_sets(dataset, n_background, n_explain, seed)
-    key = _digest(base, bg.tolist(), ex.tolist(), shap_method, shap_dtype)
+    key = _digest(base, bg.tolist(), ex.tolist(), shap_method, shap_dtype, "filled-mask")
     old = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     if stamps.fresh("shap", key, out / "shap.npz") and "fidelity" in old.get("shap", {}):
         shap_result = load_shap(out / "shap.npz")[0]
@@ -336,12 +339,23 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     else:
         shap_result = explain_latents(model, rotation, dataset.flux, bg, ex, method=shap_method, dtype=shap_dtype)
         save_shap(shap_result, out / "shap.npz", dataset.wave, np.asarray(dataset.props["id"])[ex],
-                  take_rows(dataset.flux, ex))
+                  take_rows(dataset.flux, ex), take_rows(dataset.filled, ex), dataset.unobserved)
         stamps.done("shap", key)
     timings["shap"] = time.perf_counter() - t
 
+    # 6. what the latents know: R² of properties, against PCA of the same d
+    t = time.perf_counter()
+    r2 = _latent_information(out, stamps, base, latents, split, dataset, truth, truth_cols, cvae_dirs, seed) \
+        if predictive else None
+    timings["latent_information"] = time.perf_counter() - t
+
     summary = _summary(model_dir, dataset, rotation, latents, mi, rho, names, mi_split_used, rows, shap_result,
                        cvae_dirs, cvae_travs, truth is not None, min_count, tracking_summary)
+    if r2 is not None:
+        from .predictive import verdict
+        summary["latent_information"] = {"table": "r2.ecsv", "protocol": r2.meta["protocol"],
+                                         "models": r2.meta.get("models", {}), "vae_vs_pca": verdict(r2)}
+    summary["shap"]["filled_share"] = shap_result.filled_share()  # of Σ|SHAP|: what Figure 6 greys
     summary["seconds"] = timings
     _write_json(out / "summary.json", summary)
     figs = {}
@@ -354,6 +368,29 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     _write_json(out / "summary.json", summary)
     log.info("explain: %s written in %.1f s", out, summary["seconds"]["total"])
     return ExplainResult(out, rotation, latents, mi, rho, summary, figs)
+
+
+def _latent_information(out, stamps, base, latents, split, dataset, truth, truth_cols, cvae_dirs, seed):
+    """``r2.ecsv`` (:mod:`.predictive`), recomputed only when the models, data or truth changed."""
+    from astropy.table import Table
+
+    from ..models import load_model
+    from .catalog import raw_latents
+    from .predictive import latent_information
+
+    key = _digest(base, [_model_digest(d) for d in cvae_dirs], _truth_digest(truth), seed, "r2")
+    if stamps.fresh("r2", key, out / "r2.ecsv"):
+        return Table.read(out / "r2.ecsv")
+    test = np.flatnonzero(split == "test")
+    cvaes = {}
+    for d in cvae_dirs:
+        model = load_model(d)
+        name = "cvae(" + ",".join(model.condition_names) + ")"
+        cvaes[name if name not in cvaes else f"{name} {Path(d).name}"] = model
+    table = latent_information(raw_latents(latents)[test], dataset, test, truth_cols, cvaes, seed)
+    _write_ecsv(table, out / "r2.ecsv")
+    stamps.done("r2", key)
+    return table
 
 
 def _keep_with_model(model_dir, dataset, latents, rotation) -> None:
@@ -429,7 +466,7 @@ def draw_figures(analysis_dir) -> dict:
 
     Names: fig1_maps_D1_D2 (and the other pairs), fig3_traversals, fig4_mutual_information,
     fig4_truth_mutual_information (mocks), fig5_cvae_traversals (with CVAEs), fig6_shap,
-    explained_variance.
+    latent_information (with r2.ecsv), explained_variance. Columns no spectrum observed are shaded.
     """
     from astropy.table import Table
 
@@ -454,8 +491,10 @@ def draw_figures(analysis_dir) -> dict:
 
     with np.load(a / "traversals.npz") as f:
         wave, travs = traversals_from_npz(f)
+        unobserved = f["unobserved"] if "unobserved" in f.files else None
     out["fig3_traversals"] = F.save(F.traversals_figure(
-        wave, travs, "Decoded spectra along each D_j (others at 0), steps of its standard deviation"),
+        wave, travs, "Decoded spectra along each D_j (others at 0), steps of its standard deviation",
+        unobserved=unobserved),
         fig_dir / "fig3_traversals.png")
 
     mi = Table.read(a / "mi.ecsv")
@@ -471,17 +510,20 @@ def draw_figures(analysis_dir) -> dict:
     if (a / "cvae_traversals.npz").exists() and summary.get("cvae", {}).get("models"):
         with np.load(a / "cvae_traversals.npz") as f:
             cwave, ctravs = traversals_from_npz(f)
+            cunobserved = f["unobserved"] if "unobserved" in f.files else None
         out["fig5_cvae_traversals"] = F.save(F.traversals_figure(
             cwave, ctravs, "CVAE spectra with z = 0, one condition at the 5–95th training percentiles",
-            with_model=True),
+            with_model=True, unobserved=cunobserved),
             fig_dir / "fig5_cvae_traversals.png")
 
     result, swave, ids, flux = load_shap(a / "shap.npz")
     dims = showcase_dims(rotation.n_components)
     k = int(summary.get("shap", {}).get("showcase_index", 0))
     spectrum = flux[k] if len(flux) > k else None
+    filled = result.filled[k] if result.filled is not None else None
     out["fig6_shap"] = F.save(F.shap_figure(swave, result.values[k], spectrum, dims, result.mean_abs(),
-                                            galaxy=str(ids[k]), latent_names=names), fig_dir / "fig6_shap.png")
+                                            galaxy=str(ids[k]), latent_names=names, filled=filled,
+                                            unobserved=result.unobserved), fig_dir / "fig6_shap.png")
     if (a / "unusual.npz").exists():
         from .unusual import unusual_figure
 
@@ -489,6 +531,9 @@ def draw_figures(analysis_dir) -> dict:
             arrays = {k: f[k] for k in f.files}
         if len(arrays["id"]):
             out["unusual_spectra"] = F.save(unusual_figure(arrays), fig_dir / "unusual_spectra.png")
+    r2 = Table.read(a / "r2.ecsv") if (a / "r2.ecsv").exists() else []
+    if len(r2):
+        out["latent_information"] = F.save(F.r2_figure(r2), fig_dir / "latent_information.png")
     out["explained_variance"] = F.save(F.explained_variance_figure(rotation.explained_variance_ratio_, names),
                                        fig_dir / "explained_variance.png")
     drawn = {Path(v).name for v in out.values()}

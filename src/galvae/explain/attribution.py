@@ -92,10 +92,30 @@ class ShapResult:
     background_rows: np.ndarray
     method: str
     fidelity: dict = field(default_factory=dict)
+    filled: np.ndarray | None = None      # (n, P) bool: the explained spectra's filled pixels
+    unobserved: np.ndarray | None = None  # (P,) bool: columns no spectrum observed
 
     def mean_abs(self) -> np.ndarray:
-        """(P, d) mean |SHAP| per wavelength over the explained spectra."""
-        return np.mean(np.abs(self.values), axis=0)
+        """(P, d) mean |SHAP| per wavelength over the explained spectra, at observed pixels only.
+
+        A filled pixel's attribution is real for the encoder (the values add up to D(x) − E[D] only with
+        it) but says nothing about the galaxy: those are left out, and a column with no observed pixel
+        among the explained spectra is NaN."""
+        a = np.abs(self.values).astype(np.float64)
+        if self.filled is None:
+            return a.mean(axis=0)
+        observed = ~np.asarray(self.filled, bool)[..., None]
+        count = observed.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, (a * observed).sum(axis=0) / count, np.nan)
+
+    def filled_share(self) -> float | None:
+        """The fraction of Σ|SHAP| (all spectra, pixels and D_j) that sits at filled pixels."""
+        if self.filled is None:
+            return None
+        a = np.abs(self.values).astype(np.float64).sum(axis=-1)
+        total = a.sum()
+        return float(a[np.asarray(self.filled, bool)].sum() / total) if total > 0 else 0.0
 
 
 def deep_shap(module, background, x, batch: int = 8) -> np.ndarray:
@@ -208,12 +228,18 @@ def showcase_dims(d: int) -> tuple[int, int]:
     return (max(d - 2, 0), d - 1)
 
 
-def save_shap(result: ShapResult, path, wave, ids, flux=None) -> None:
-    """Write the result as .npz (float32 values), with the explained spectra's ``flux`` when given."""
+def save_shap(result: ShapResult, path, wave, ids, flux=None, filled=None, unobserved=None) -> None:
+    """Write the result as .npz (float32 values), with the explained spectra's ``flux``, their ``filled``
+    masks (n, P) and the dataset's ``unobserved`` columns (P,) when given (also kept on ``result``)."""
     from .._atomic import atomic_write
 
+    if filled is not None:
+        result.filled = np.asarray(filled, bool)
+    if unobserved is not None:
+        result.unobserved = np.asarray(unobserved, bool)
+    masks = {k: v for k, v in (("filled", result.filled), ("unobserved", result.unobserved)) if v is not None}
     atomic_write(path, lambda tmp: np.savez_compressed(
-        tmp, values=result.values, expected=result.expected, outputs=result.outputs, rows=result.rows,
+        tmp, **masks, values=result.values, expected=result.expected, outputs=result.outputs, rows=result.rows,
         background_rows=result.background_rows, method=result.method, wave=np.asarray(wave),
         ids=np.array([str(i) for i in ids]),
         flux=np.zeros((0, len(wave)), np.float32) if flux is None else np.asarray(flux, np.float32)))
@@ -222,5 +248,7 @@ def save_shap(result: ShapResult, path, wave, ids, flux=None) -> None:
 def load_shap(path) -> tuple[ShapResult, np.ndarray, np.ndarray, np.ndarray]:
     """(result, wave, ids, flux) from :func:`save_shap`'s file; fidelity is not stored there (summary.json)."""
     with np.load(path) as f:
-        r = ShapResult(f["values"], f["expected"], f["outputs"], f["rows"], f["background_rows"], str(f["method"]))
+        r = ShapResult(f["values"], f["expected"], f["outputs"], f["rows"], f["background_rows"], str(f["method"]),
+                       filled=f["filled"] if "filled" in f.files else None,
+                       unobserved=f["unobserved"] if "unobserved" in f.files else None)
         return r, f["wave"], f["ids"], f["flux"]

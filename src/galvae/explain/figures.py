@@ -72,10 +72,32 @@ def mark_lines(ax, wave_range=None, labels: bool = True) -> None:
 
 
 def running_mean(y, width: int) -> np.ndarray:
-    """Centred running mean over ``width`` pixels (shorter windows at the ends)."""
+    """Centred running mean over ``width`` pixels (shorter windows at the ends), of the finite values:
+    NaN (no observed pixel there) neither spreads nor counts, and stays NaN where the window has none."""
     y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(y)
     kernel = np.ones(min(width, len(y)))
-    return np.convolve(y, kernel, "same") / np.convolve(np.ones_like(y), kernel, "same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.convolve(np.where(ok, y, 0.0), kernel, "same") / np.convolve(ok.astype(float), kernel, "same")
+    return np.where(ok, mean, np.nan)
+
+
+UNOBSERVED_GID = "unobserved"
+
+
+def shade_unobserved(ax, wave, unobserved, label: bool = False) -> None:
+    """Hatch the columns no spectrum observed: what is drawn there is each spectrum's own edge value
+    carried across by prepare, not data."""
+    if unobserved is None or not np.any(unobserved):
+        return
+    mask = np.asarray(unobserved, bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2]):
+        ax.axvspan(wave[a], wave[b - 1], facecolor="0.88", edgecolor="0.6", hatch="///", lw=0, zorder=0.5,
+                   gid=UNOBSERVED_GID)
+        if label:
+            ax.text(wave[a], 0.02, " not observed", transform=ax.get_xaxis_transform(), fontsize=6,
+                    color="0.4", rotation=90, va="bottom", ha="left")
 
 
 def latent_maps_figure(maps, title: str = ""):
@@ -103,9 +125,10 @@ def latent_maps_figure(maps, title: str = ""):
         return fig
 
 
-def traversals_figure(wave, traversals, title: str = "", with_model: bool = False):
+def traversals_figure(wave, traversals, title: str = "", with_model: bool = False, unobserved=None):
     """Figure 3 (and 5): one panel per traversal, the decoded spectra coloured by the varied value;
-    ``with_model`` adds each traversal's label (the CVAE's name) to its panel."""
+    ``with_model`` adds each traversal's label (the CVAE's name) to its panel; ``unobserved`` (P,) bool
+    columns are hatched."""
     import matplotlib as mpl
 
     with _style() as plt:
@@ -119,6 +142,7 @@ def traversals_figure(wave, traversals, title: str = "", with_model: bool = Fals
             for v, spec in zip(vals, t.spectra):
                 ax.plot(wave, spec, color=cmap(norm(v)), lw=0.8)
             mark_lines(ax, (wave[0], wave[-1]), labels=(k == 0))
+            shade_unobserved(ax, wave, unobserved, label=(k == 0))
             ax.set_ylabel("normalised flux")
             suffix = f"  ({t.label})" if with_model and t.label else ""
             ax.text(0.005, 0.95, f"{PANEL[k]}  {label(t.name)}{suffix}", transform=ax.transAxes, va="top",
@@ -161,16 +185,27 @@ def mutual_information_figure(mi, properties=None, source: str | None = None, ti
         return fig
 
 
-def shap_figure(wave, values, spectrum, dims, mean_abs, galaxy: str = "", latent_names=None):
+FILLED_COLOR = "0.72"
+
+
+def shap_figure(wave, values, spectrum, dims, mean_abs, galaxy: str = "", latent_names=None, filled=None,
+                unobserved=None):
     """Figure 6: one galaxy's SHAP values for two latents (A, B) over its spectrum, and the mean |SHAP|
-    per wavelength of every latent on a log scale (C)."""
+    per wavelength of every latent on a log scale (C). ``filled`` (P,) bool: the galaxy's filled pixels,
+    whose SHAP values are drawn grey (A, B); ``mean_abs`` should leave them out (C); ``unobserved``
+    columns are hatched."""
     names = latent_names or [f"D{j + 1}" for j in range(mean_abs.shape[1])]
+    filled = np.zeros(len(wave), bool) if filled is None else np.asarray(filled, bool)
     with _style() as plt:
         fig, axes = plt.subplots(3, 1, figsize=(9.0, 7.8), sharex=True, constrained_layout=True)
         for k, (ax, j) in enumerate(zip(axes[:2], dims)):
             v = values[:, j]
-            ax.fill_between(wave, 0, v, where=v >= 0, color="#C44E52", lw=0, step="mid")
-            ax.fill_between(wave, 0, v, where=v < 0, color="#4C72B0", lw=0, step="mid")
+            ax.fill_between(wave, 0, v, where=(v >= 0) & ~filled, color="#C44E52", lw=0, step="mid")
+            ax.fill_between(wave, 0, v, where=(v < 0) & ~filled, color="#4C72B0", lw=0, step="mid")
+            if filled.any():  # attributions to filled pixels: the encoder's, not the galaxy's
+                ax.fill_between(wave, 0, v, where=filled, color=FILLED_COLOR, lw=0, step="mid", gid="filled",
+                                label="filled pixels")
+            shade_unobserved(ax, wave, unobserved)
             ax.axhline(0, color="0.3", lw=0.5)
             ax.set_ylabel(f"SHAP for {names[j]}")
             if spectrum is not None:
@@ -196,7 +231,9 @@ def shap_figure(wave, values, spectrum, dims, mean_abs, galaxy: str = "", latent
         ax.set_ylabel("mean |SHAP|")
         ax.legend(ncol=min(mean_abs.shape[1], 8), loc="lower right", frameon=False)
         mark_lines(ax, (wave[0], wave[-1]), labels=False)
-        ax.text(0.005, 0.95, "C  mean |SHAP| over the explained spectra (line: 25-pixel running mean)",
+        shade_unobserved(ax, wave, unobserved)
+        ax.text(0.005, 0.95, "C  mean |SHAP| over the explained spectra at observed pixels "
+                "(line: 25-pixel running mean)",
                 transform=ax.transAxes, va="top",
                 fontweight="bold")
         ax.set_xlabel("rest-frame wavelength (Å, vacuum)")
@@ -211,4 +248,43 @@ def explained_variance_figure(ratios, latent_names=None):
         fig, ax = plt.subplots(figsize=(3.2, 2.2), constrained_layout=True)
         ax.bar(names, 100 * np.asarray(ratios), color="#55A868")
         ax.set_ylabel("explained variance (%)")
+        return fig
+
+
+MODEL_COLORS = {"vae": "#C44E52", "pca": "#4C72B0", "wpca": "#55A868"}
+
+
+def r2_figure(table, sources=("catalog", "truth")):
+    """What the latents know: R² per property (rows) for each latent set (bars), k-NN and linear side by
+    side, with bootstrap errors; one row of panels per source (catalogue, a mock's truth)."""
+    sources = [s for s in sources if np.any(table["source"] == s)]
+    models = list(dict.fromkeys(str(m) for m in table["model"]))
+    with _style() as plt:
+        heights = [len(set(table["property"][table["source"] == s])) for s in sources] or [1]
+        fig, axes = plt.subplots(len(sources) or 1, 2, figsize=(8.0, 0.9 + 0.32 * sum(heights) * len(models) / 2),
+                                 squeeze=False, constrained_layout=True, sharex=True,
+                                 gridspec_kw={"height_ratios": heights})
+        width = 0.8 / max(len(models), 1)
+        for r, source in enumerate(sources):
+            sub = table[table["source"] == source]
+            props = list(dict.fromkeys(str(p) for p in sub["property"]))
+            for c, method in enumerate(("knn", "linear")):
+                ax = axes[r, c]
+                for m, model in enumerate(models):
+                    pick = sub[(sub["method"] == method) & (sub["model"] == model)]
+                    at = {str(p): i for i, p in enumerate(pick["property"])}
+                    y = [props.index(p) + (m - (len(models) - 1) / 2) * width for p in at]
+                    ax.barh(y, [pick["r2"][i] for i in at.values()], height=width,
+                            xerr=[pick["r2_err"][i] for i in at.values()],
+                            color=MODEL_COLORS.get(model, f"C{(m + 3) % 10}"), label=f"{model}",
+                            error_kw={"lw": 0.7}, capsize=1.5)
+                ax.set_yticks(range(len(props)), [label(p) for p in props])
+                ax.invert_yaxis()
+                ax.axvline(0, color="0.3", lw=0.5)
+                ax.set_xlim(min(0.0, float(np.nanmin(table["r2"])) - 0.05) if len(table) else 0, 1.0)
+                ax.set_title(f"{'k-NN (k = 16)' if method == 'knn' else 'linear'}: {source}")
+        axes[-1, 0].set_xlabel("R² on the test split (cross-validated)")
+        axes[-1, 1].set_xlabel("R² on the test split (cross-validated)")
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, frameon=False, fontsize=8, loc="outside upper center", ncol=len(models))
         return fig

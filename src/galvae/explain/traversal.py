@@ -74,10 +74,12 @@ def condition_traversals(model, props, train_rows, percentiles=DEFAULT_PERCENTIL
     return out
 
 
-def traversals_to_npz(traversals: list[Traversal], wave) -> dict:
-    """Flat arrays for ``np.savez``."""
+def traversals_to_npz(traversals: list[Traversal], wave, unobserved=None) -> dict:
+    """Flat arrays for ``np.savez``; ``unobserved`` (P,) bool marks the columns no spectrum observed
+    (the dataset's ``unobserved``), for the figures to shade."""
     out = {"wave": np.asarray(wave), "names": np.array([t.name for t in traversals]),
-           "labels": np.array([t.label for t in traversals])}
+           "labels": np.array([t.label for t in traversals]),
+           "unobserved": np.zeros(len(wave), bool) if unobserved is None else np.asarray(unobserved, bool)}
     for k, t in enumerate(traversals):
         out[f"{k}_values"], out[f"{k}_spectra"] = t.values, t.spectra
     return out

@@ -38,7 +38,11 @@ from torch import nn
 from .. import likelihood as lk
 
 ARCHITECTURES = ("paper", "compact")
-LOSSES = ("gaussian", "mse")
+LOSSES = ("gaussian", "mse", "authors")
+# The objective of the authors' code (the paper states neither weight): per spectrum
+# 1e3 × MSE over pixels + 0.1 × KL averaged (not summed) over the latent dimensions.
+AUTHORS_MSE_WEIGHT = 1e3
+AUTHORS_KL_WEIGHT = 0.1
 
 
 @dataclass
@@ -322,17 +326,33 @@ def count_parameters(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 def reconstruction_loss(flux, model, ivar, kind: str = "gaussian", ln_norm=None) -> torch.Tensor:
-    """Per-spectrum reconstruction loss: −ln L with ivar ('gaussian'), or the paper's MSE ('mse')."""
+    """Per-spectrum reconstruction loss: −ln L with ivar ('gaussian'), the paper's MSE ('mse'), or the
+    authors' code's 1e3 × MSE ('authors')."""
     if kind == "gaussian":
         return -lk.ln_likelihood(flux, model, ivar, constant=ln_norm)
     if kind == "mse":
         return lk.mse(flux, model)
+    if kind == "authors":
+        return AUTHORS_MSE_WEIGHT * lk.mse(flux, model)
     raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
 
 
+def kl_term(mu, logvar, kind: str = "gaussian", beta: float = 1.0):
+    """Per-spectrum KL term of the loss: β KL summed over latent dimensions, or, for 'authors',
+    0.1 × KL averaged over them (β must then stay 1: the authors' weights are fixed)."""
+    kl = lk.kl_divergence(mu, logvar)
+    if kind != "authors":
+        return beta * kl
+    if beta != 1.0:
+        raise ValueError(f"the 'authors' objective fixes its KL weight (0.1, averaged over dimensions); "
+                         f"beta must be 1, got {beta}")
+    return AUTHORS_KL_WEIGHT * kl / mu.shape[-1]
+
+
 def vae_loss(flux, ivar, model_flux, mu, logvar, kind: str = "gaussian", beta: float = 1.0, ln_norm=None):
-    """Per-spectrum training loss: reconstruction + β KL (for 'gaussian', the negative β-ELBO in nats)."""
-    return reconstruction_loss(flux, model_flux, ivar, kind, ln_norm) + beta * lk.kl_divergence(mu, logvar)
+    """Per-spectrum training loss: reconstruction + KL term (for 'gaussian', the negative β-ELBO in nats;
+    for 'authors', 1e3 · mean_p (x − x̂)² + 0.1 · mean_j KL_j, the objective of the authors' code)."""
+    return reconstruction_loss(flux, model_flux, ivar, kind, ln_norm) + kl_term(mu, logvar, kind, beta)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -394,7 +414,7 @@ def score_batches(model: VAE, batches, kind: str = "gaussian", beta: float = 1.0
                 sample_model = model.decode(z, c).float()
             expected += lk.ln_likelihood(x, sample_model, w, constant=const)
             if s == 0:
-                loss = reconstruction_loss(x, sample_model, w, kind, const) + beta * kl
+                loss = reconstruction_loss(x, sample_model, w, kind, const) + kl_term(mu, logvar, kind, beta)
             del sample_model
         row = {"loss": loss, "ln_likelihood": lk.ln_likelihood(x, mean_model, w, constant=const),
                "chi2_per_pixel": lk.chi2_per_pixel(x, mean_model, w), "kl": kl,

@@ -11,7 +11,8 @@ Layout of the Zarr group::
     props/   one (N,) array per property column (id, z, logmstar, …; NaN where unknown)
     rejects/ path, id, reason: every input left out, and why
     fill_basis/ basis (K, P), mean (P): the gappy-PCA eigenspectra the bad pixels were filled with
-    attrs    provenance: config, versions, counts
+    attrs    provenance: config, versions, counts; ``fill``: how bad pixels were filled, and the
+             columns no (or too few) training spectra observe (``Dataset.unobserved``)
 
 Every array is written Zstandard-compressed with a CRC32C of each compressed chunk (:func:`checksummed`),
 so that a damaged chunk is an error naming its file, never numbers; stores written before the
@@ -200,6 +201,15 @@ class Dataset:
     @property
     def ids(self) -> np.ndarray:
         return np.asarray(self.props["id"])
+
+    @property
+    def unobserved(self) -> np.ndarray:
+        """(P,) bool: columns the fill basis could not describe, each spectrum's own edge value there
+        (``attrs['fill']``; all False for a dataset written before prepare recorded them)."""
+        mask = np.zeros(len(self.wave), dtype=bool)
+        for start, stop in self.attrs.get("fill", {}).get("unobserved_columns", []):
+            mask[start:stop] = True
+        return mask
 
 
 def open_dataset(path: str | Path, load: bool = True) -> Dataset:

@@ -5,11 +5,16 @@ rest frame, resample onto the grid, normalise. Each task writes its chunk to the
 (``<out>/.staging/chunk-NNNNN.npz``, atomically) and returns its tally.
 
 Between passes: a spectrum id staged twice keeps its first path (later copies become rejects), and the
-gappy-PCA eigenbasis is fitted once on a seeded sample of staged spectra.
+gappy-PCA eigenbasis is fitted once on a seeded sample of staged *training* spectra (the split is the
+hash of the id, :func:`galvae.prepare.dataset.split_of`), so no validation or test spectrum shapes the
+values that fill the others.
 
 Pass 2, one task per block of output rows: fill the bad pixels of its rows with that basis and write
 its own Zarr chunks of ``flux``, ``ivar`` and ``filled`` (blocks align with Zarr chunks, so no two
-workers touch the same chunk).
+workers touch the same chunk). Rest-frame columns too few training spectra observe for the basis to
+describe them (3400–3455 Å at z < 0.1) get, in each spectrum, the median of its own values at the edge
+of what the basis describes (:func:`extend_into_unobserved`); the dataset records those columns
+(attribute ``fill.unobserved_columns``) so that figures can mark them.
 
 An interrupted run resumes: finished chunks and blocks are skipped. A rerun with the same inputs and
 configuration gives the same dataset, bit for bit, whatever the number of workers.
@@ -41,7 +46,8 @@ log = logging.getLogger(__name__)
 
 STAGING = ".staging"
 DATASET_FORMAT = "galvae-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fill basis from the training split only; unobserved columns from each spectrum's edge
+EDGE_PIXELS = 15  # values whose median extends a spectrum into the columns its basis cannot describe
 
 
 def chunk_path(staging, index: int) -> Path:
@@ -70,7 +76,8 @@ class PrepareConfig:
     norm_window: tuple = DEFAULT_WINDOW
     n_components: int = 10            # gappy-PCA eigenspectra
     n_iter: int = 10                  # gappy-PCA iterations when fitting the basis
-    basis_sample: int = 20000         # spectra used to fit the basis
+    basis_sample: int = 20000         # training spectra used to fit the basis
+    min_column_coverage: float = 0.01  # a column fewer of them (or < 2 n_components) observe: each spectrum's edge value
     split_fractions: tuple = (0.8, 0.1, 0.1)
     files_per_task: int = 250
     rows_per_chunk: int = 1000
@@ -279,39 +286,79 @@ def fill_block(block: int, out: str, chunk_counts: list[int], cfg: PrepareConfig
     return stop - start
 
 
-def extend_into_unobserved(flux: np.ndarray) -> np.ndarray:
-    """Replace NaN left by the fill with the nearest finite value of the same row.
+def extend_into_unobserved(flux: np.ndarray, edge_pixels: int = EDGE_PIXELS) -> np.ndarray:
+    """Replace the NaN left by the fill, in each row, with a value derived from that row alone.
 
-    Rest-frame columns that no spectrum of the basis sample observes (3400–3455 Å for SDSS-I/II at
-    z < 0.1) have no eigenbasis to fill them from; holding the nearest filled value flat keeps the
-    encoder's input finite. Those pixels are marked filled with ivar 0, so no likelihood sees them.
+    The NaN sit in rest-frame columns the basis cannot describe (no, or too few, training spectra
+    observe them: 3400–3455 Å for SDSS-I/II at z < 0.1). Each run of them takes the median of the row's
+    ``edge_pixels`` finite values next to it (on the nearer side for a run inside the row): the
+    spectrum's own level at its described edge, robust to one noisy pixel, so every spectrum continues
+    flat from where its own data (or its own fit) stops, not from one value shared by all. Those pixels
+    are marked filled with ivar 0, so no likelihood sees them. A row with no finite value becomes 0.
     """
     bad = ~np.isfinite(flux)
     if not bad.any():
         return flux
-    n, p = flux.shape
-    cols = np.broadcast_to(np.arange(p), (n, p))
-    left = np.maximum.accumulate(np.where(bad, -1, cols), axis=1)           # last finite at or before
-    right = np.minimum.accumulate(np.where(bad, p, cols)[:, ::-1], axis=1)[:, ::-1]  # first at or after
-    source = np.where(left >= 0, left, right)
-    source = np.where((right < p) & ((left < 0) | (right - cols < cols - left)), right, source)
-    out = np.take_along_axis(flux, np.clip(source, 0, p - 1), axis=1)
-    return np.where(np.all(bad, axis=1, keepdims=True), 0.0, out).astype(flux.dtype)
+    out = flux.copy()
+    p = flux.shape[1]
+    for i in np.flatnonzero(bad.any(axis=1)):
+        row, ok = out[i], ~bad[i]
+        if not ok.any():
+            row[:] = 0.0
+            continue
+        finite = np.flatnonzero(ok)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], bad[i].view(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2]):  # runs [start, stop) of NaN
+            left = finite[finite < start][-edge_pixels:]
+            right = finite[finite >= stop][:edge_pixels]
+            if not left.size or not right.size:
+                row[start:stop] = np.median(row[left if left.size else right])
+                continue
+            middle = (start + stop) // 2  # inside the row: each half from its nearer side
+            row[start:middle] = np.median(row[left])
+            row[middle:stop] = np.median(row[right])
+    return out
 
 
-def _basis_sample_rows(n_rows: int, cfg: PrepareConfig) -> np.ndarray:
-    if n_rows <= cfg.basis_sample:
-        return np.arange(n_rows)
-    return np.sort(np.random.default_rng(cfg.seed).choice(n_rows, cfg.basis_sample, replace=False))
+def unobserved_ranges(basis: np.ndarray, mean: np.ndarray) -> list[list[int]]:
+    """Column ranges [start, stop) where the fill basis is NaN: what :func:`extend_into_unobserved` fills."""
+    dead = ~(np.isfinite(mean) & np.isfinite(basis).all(axis=0))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], dead.view(np.int8), [0]])))
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _basis_sample_rows(candidates: np.ndarray, cfg: PrepareConfig) -> np.ndarray:
+    if len(candidates) <= cfg.basis_sample:
+        return candidates
+    return np.sort(np.random.default_rng(cfg.seed).choice(candidates, cfg.basis_sample, replace=False))
 
 
 def fit_basis(staging: Path, chunk_counts: list[int], cfg: PrepareConfig) -> None:
-    """Fit the gappy-PCA eigenbasis on a seeded sample of staged spectra; save ``basis.npz``."""
+    """Fit the gappy-PCA eigenbasis on a seeded sample of staged training spectra; save ``basis.npz``.
+
+    Only the training split (the same hash of the id as the dataset's ``split``) is used: a test
+    spectrum must not shape the values that fill it. Columns observed by fewer than
+    ``min_column_coverage`` of the sample, or fewer than twice the number of eigenspectra, are taken
+    out of the fit (NaN in the basis): a handful of spectra cannot constrain ten eigenspectra there,
+    and extrapolating from them put one wrong value into every spectrum. With fewer than 2 training spectra (a toy dataset) all spectra are used, and
+    ``basis.npz`` says so.
+    """
     target = staging / "basis.npz"
     if target.exists():
         return
-    rows = _basis_sample_rows(int(sum(chunk_counts)), cfg)
     offsets = np.concatenate([[0], np.cumsum(chunk_counts)])
+    ids = []
+    for c in range(len(chunk_counts)):
+        if chunk_counts[c]:
+            with np.load(chunk_path(staging, c), allow_pickle=False) as z:
+                ids.append(z["id"])
+    train = np.flatnonzero(ds.split_of(np.concatenate(ids), cfg.split_fractions) == ds.SPLIT_CODES.index("train"))
+    fitted_on = "train"
+    if train.size < 2:
+        log.warning("only %d training spectra: the gappy-PCA basis is fitted on all %d spectra",
+                    train.size, offsets[-1])
+        train, fitted_on = np.arange(int(offsets[-1])), f"all (train has {train.size})"
+    rows = _basis_sample_rows(train, cfg)
     flux, ivar = [], []
     for c in range(len(chunk_counts)):
         sel = rows[(rows >= offsets[c]) & (rows < offsets[c + 1])] - offsets[c]
@@ -320,15 +367,18 @@ def fit_basis(staging: Path, chunk_counts: list[int], cfg: PrepareConfig) -> Non
                 flux.append(z["flux"][sel])
                 ivar.append(z["ivar"][sel])
     flux, ivar = np.concatenate(flux), np.concatenate(ivar)
-    basis, mean = fit_fill_basis(flux, ivar > 0, n_components=min(cfg.n_components, len(flux) - 1),
-                                 n_iter=cfg.n_iter, seed=cfg.seed)
-    _savez_atomic(target, basis=basis, mean=mean)
+    good = ivar > 0
+    k = min(cfg.n_components, len(flux) - 1)
+    # rarely observed columns out of the fit: K eigenspectrum entries need more than K spectra there
+    good &= good.sum(axis=0) >= max(cfg.min_column_coverage * len(flux), 2 * k)
+    basis, mean = fit_fill_basis(flux, good, n_components=k, n_iter=cfg.n_iter, seed=cfg.seed)
+    _savez_atomic(target, basis=basis, mean=mean, fitted_on=np.array(fitted_on), n_spectra=len(flux))
 
 
 # -------------------------------------------------------------------------------------- driver
 
 def _inputs_digest(paths: list[str], cfg: PrepareConfig, catalog) -> str:
-    h = hashlib.sha1(cfg.digest().encode())
+    h = hashlib.sha1(f"{cfg.digest()}:v{FORMAT_VERSION}".encode())  # a new format rebuilds old datasets
     for p in paths:
         h.update(p.encode())
         h.update(str(os.path.getsize(p) if os.path.exists(p) else -1).encode())
@@ -599,9 +649,17 @@ def _finalise(out: Path, paths, counts, catalog, cfg: PrepareConfig, digest: str
     for reason in rejects[:, 2]:
         key = reason_category(reason)
         by_reason[key] = by_reason.get(key, 0) + 1
+    with np.load(staging / "basis.npz", allow_pickle=False) as z:
+        unobserved = unobserved_ranges(z["basis"], z["mean"])
+        fill = {"basis_fitted_on": str(z["fitted_on"]), "basis_spectra": int(z["n_spectra"]),
+                "n_components": int(z["basis"].shape[0]), "min_column_coverage": cfg.min_column_coverage,
+                "unobserved_columns": unobserved,
+                "unobserved_wave": [[float(grid[a]), float(grid[b - 1])] for a, b in unobserved],
+                "unobserved_value": f"median of each spectrum's {EDGE_PIXELS} values next to the columns"}
     import numpy, astropy
 
     root.attrs.update({
+        "fill": fill,
         "format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "source": "sdss-spec-files",
         "config": json.loads(json.dumps(asdict(cfg))), "inputs_digest": digest,
         "versions": {"galvae": __version__, "numpy": numpy.__version__, "astropy": astropy.__version__,

@@ -63,18 +63,25 @@ FIGURE_CAPTIONS = {
     "fig2_bic": ("Figure 2", "BIC of every (latent size, conditions) model; lower is better."),
     "fig3_traversals": ("Figure 3", ("Spectra decoded along one D_j at a time, the other D at 0 (the training "
                         "mean), in steps of D_j's standard deviation. Dotted lines: emission lines; grey: "
-                        "the D4000 windows.")),
+                        "the D4000 windows; hatched: columns no spectrum observed (prepare carries each "
+                        "spectrum's own edge value there).")),
     "fig4_mutual_information": ("Figure 4", ("Mutual information (KSG, nats) between each catalogue property "
                                 "and each D_j; error bars from half-samples.")),
     "fig4_truth_mutual_information": ("Figure 4b", ("Mutual information between the mock's true generating "
                                       "parameters and each D_j.")),
     "fig5_cvae_traversals": ("Figure 5", ("CVAE spectra decoded with z = 0 while one condition runs over the "
-                             "5th–95th percentiles of its training distribution (others at their medians).")),
+                             "5th–95th percentiles of its training distribution (others at their medians). Hatched: "
+                             "columns no spectrum observed.")),
     "fig6_shap": ("Figure 6", ("SHAP values per wavelength. A, B: one galaxy's SHAP values for two latents "
-                  "(red: pushes D_j up; blue: down), its spectrum in grey. C: mean |SHAP| over the "
-                  "explained spectra, log scale.")),
+                  "(red: pushes D_j up; blue: down; light grey: at its filled pixels, which carry no data), its "
+                  "spectrum in grey. C: mean |SHAP| over the explained spectra at their observed pixels, log "
+                  "scale. Hatched: columns no spectrum observed.")),
     "explained_variance": ("", "Share of the latent variance carried by each D_j."),
     "unusual_spectra": ("Figure 7", "The most unusual test spectra beside their reconstructions."),
+    "latent_information": ("Figure 8", ("R² of each property predicted from d latents on the test split "
+                           "(5-fold cross-validated; left: 16 nearest neighbours, inverse-distance weighted, on "
+                           "standardised latents; right: linear), for the VAE, the CVAEs and PCA / weighted PCA "
+                           "of the same d fitted on the training split; error bars: bootstrap over test rows.")),
 }
 
 
@@ -456,6 +463,77 @@ def information_section(a: Path, summary: dict) -> str:
     return section("information", "What the latents know: mutual information", "".join(body))
 
 
+def _pm(value, err) -> str:
+    return f"{fmt(value, 3)} ± {fmt(err, 2)}" if np.isfinite(err) else fmt(value, 3)
+
+
+def _r2_table(table, method: str, anchor: bool) -> str:
+    from ..explain.predictive import ASTROCLIP_SPECTRUM_R2
+
+    sub = table[table["method"] == method]
+    models = list(dict.fromkeys(str(m) for m in sub["model"]))
+    baselines = [m for m in ("pca", "wpca") if m in models]
+    header = ["property", "n", *[f"{m} (d = {int(sub['d'][sub['model'] == m][0])})" for m in models],
+              *[f"VAE − {m}" for m in baselines]] + (["AstroCLIP (DESI)"] if anchor else [])
+    rows, best = [], set()
+    for r, prop in enumerate(dict.fromkeys(str(p) for p in sub["property"])):
+        at = {str(x["model"]): x for x in sub[sub["property"] == prop]}
+        vae = at.get("vae")
+        cells = [prop, int(vae["n"]) if vae is not None else "–"]
+        cells += [_Raw(_pm(at[m]["r2"], at[m]["r2_err"])) if m in at else "–" for m in models]
+        for m in baselines:
+            if m in at:
+                diff, err = float(at[m]["vae_minus"]), float(at[m]["vae_minus_err"])
+                mark = "" if diff >= 0 else ' <span class="pill bad">VAE lower</span>'
+                cells.append(_Raw(_pm(diff, err) + mark))
+            else:
+                cells.append("–")
+        if anchor:
+            cells.append(ASTROCLIP_SPECTRUM_R2.get(prop, "–"))
+        values = [float(at[m]["r2"]) if m in at else -np.inf for m in models]
+        best.add((r, 2 + int(np.argmax(values))))
+        rows.append(cells)
+    return table_html(header, rows, num_cols=set(range(1, len(header))), best=best)
+
+
+def r2_section(a: Path, summary: dict) -> str:
+    """What the latents know, measured: cross-validated R² of properties, VAE against PCA of the same d."""
+    from astropy.table import Table
+
+    if not (a / "r2.ecsv").exists():
+        return ""
+    table = Table.read(a / "r2.ecsv")
+    if not len(table):
+        return section("prediction", "What the latents know: R² of properties",
+                       "<p>Too few test spectra with any property to cross-validate a regression.</p>")
+    info = summary.get("latent_information", {})
+    verdicts = [v for v in info.get("vae_vs_pca", []) if v["source"] == "catalog"]
+    met = sum(v["vae_at_least"] for v in verdicts)
+    body = [("<p>How much of each property the d latents hold, measured as the R² of predicting it from "
+             "them on the test split: "
+             f"{esc(table.meta.get('protocol', ''))}. PCA and weighted PCA have the VAE's d and were "
+             "fitted on the training split. A CVAE's latents are trained to leave out what its conditions "
+             "say, so it is expected to score low on them. AstroCLIP's spectrum embeddings on DESI "
+             "(Parker et al. 2024, k-NN) are quoted as a published reference, on other data.</p>")]
+    if verdicts:
+        body.append(f"<p>VAE ≥ baseline (k-NN, catalogue) in <b>{met} of {len(verdicts)}</b> "
+                    "(property, baseline) pairs; the differences are paired over the same bootstrap draws.</p>")
+    p = a / "figures" / "latent_information.png"
+    if p.exists():
+        body.append(figure_html(p, *FIGURE_CAPTIONS["latent_information"]))
+    cat = table[table["source"] == "catalog"]
+    if len(cat):
+        body.append("<h3>k-NN (k = 16), catalogue properties</h3>" + _r2_table(cat, "knn", anchor=True))
+        body.append("<h3>Linear, catalogue properties</h3>" + _r2_table(cat, "linear", anchor=False))
+    truth = table[table["source"] == "truth"]
+    if len(truth):
+        body.append("<details><summary>every true parameter of the mock: k-NN R²</summary>"
+                    + _r2_table(truth, "knn", anchor=False) + "</details>")
+        body.append("<details><summary>every true parameter of the mock: linear R²</summary>"
+                    + _r2_table(truth, "linear", anchor=False) + "</details>")
+    return section("prediction", "What the latents know: R² of properties", "".join(body))
+
+
 def _tracks_table(tracks) -> str:
     rows = [(t["latent"], t.get("property") or "–", t.get("mi", np.nan), t.get("mi_err", np.nan),
              t.get("rho", np.nan)) for t in tracks]
@@ -747,6 +825,7 @@ def write_report(out_dir, dataset_path, analysis_dir, select_dir=None, config=No
         latent_section(a, summary, rotation) if rotation else "",
         traversal_section(a),
         information_section(a, summary),
+        r2_section(a, summary),
         truth_section(a, summary),
         attribution_section(a, summary),
         catalog_section(a, summary) if summary else "",
