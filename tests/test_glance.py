@@ -15,7 +15,10 @@ SUMMARY = {
                  "chi2_per_pixel": 7.25}, {"id": "x", "outlier_percentile": 1.0, "sn_median": 9.0, "elbo": -10.0,
                                            "chi2_per_pixel": 2.0}],
     "shap": {"fidelity": {"max_relative_error": 3e-14, "tolerance": 1e-6}},
-    "prediction": {"logmstar": {"r2": 0.87}, "logssfr": {"r2": 0.62}},
+    "latent_information": {"vae_r2": {"logmstar": 0.87, "logssfr": 0.62},
+                           "vae_vs_pca": [{"source": "catalog", "vae_at_least": True},
+                                          {"source": "catalog", "vae_at_least": False},
+                                          {"source": "truth", "vae_at_least": False}]},
 }
 BEST = {"criterion": "bic", "definition": "mean over test spectra of BIC_i …", "conditions_label": "vae", "d": 3, "k": 3,
         "bic_mean": -617.1, "bic_seed_std": 4.5, "bic_by_seed": {"0": -620.0, "1": -614.0, "2": -617.3},
@@ -49,6 +52,7 @@ def test_glance_is_sentences_with_numbers(tmp_path):
     assert "D2 (20% of the latent variance) rises with logmstar, weakly at best" in text
     assert "D3 (10% of the latent variance) follows no catalogue property clearly" in text
     assert "logmstar is predicted with R² = 0.87, logssfr is predicted with R² = 0.62" in text
+    assert "in 1 of 2 comparisons" in text  # catalogue properties only
     assert "The most unusual test spectrum, 0266-51602-0001, is explained worse than 99.6% of training spectra of " \
            "similar S/N (χ²/pixel 7.25); it and the next 1 are drawn" in text
 

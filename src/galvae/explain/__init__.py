@@ -354,7 +354,10 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     if r2 is not None:
         from .predictive import verdict
         summary["latent_information"] = {"table": "r2.ecsv", "protocol": r2.meta["protocol"],
-                                         "models": r2.meta.get("models", {}), "vae_vs_pca": verdict(r2)}
+                                         "models": r2.meta.get("models", {}), "vae_vs_pca": verdict(r2),
+                                         "vae_r2": {str(r["property"]): float(r["r2"]) for r in r2
+                                                    if r["model"] == "vae" and r["method"] == "knn"
+                                                    and r["source"] == "catalog"}}
     summary["shap"]["filled_share"] = shap_result.filled_share()  # of Σ|SHAP|: what Figure 6 greys
     summary["seconds"] = timings
     _write_json(out / "summary.json", summary)

@@ -725,17 +725,20 @@ def _selection_sentences(best: dict) -> list[str]:
 
 def _prediction_sentence(summary: dict) -> str:
     """How well the latents predict each property, when the analysis measured it (R² per property)."""
-    scores = summary.get("prediction") or summary.get("r2") or {}
-    if isinstance(scores, dict) and "properties" in scores:
-        scores = scores["properties"]
-    rows = ([(k, v.get("r2") if isinstance(v, dict) else v) for k, v in scores.items()] if isinstance(scores, dict)
-            else [(r.get("property"), r.get("r2")) for r in scores if isinstance(r, dict)])
-    rows = [(k, float(v)) for k, v in rows if k and isinstance(v, (int, float)) and np.isfinite(v)]
+    info = summary.get("latent_information") or {}
+    scores = info.get("vae_r2") or {}
+    rows = [(k, float(v)) for k, v in scores.items() if k and isinstance(v, (int, float)) and np.isfinite(v)]
     if not rows:
         return ""
     rows.sort(key=lambda kv: -kv[1])
-    return ("From the latents alone, held-out " + ", ".join(f"{esc(k)} is predicted with R² = {v:.2f}" for k, v in rows)
-            + ".")
+    text = ("From the latents alone (k-nearest neighbours, cross-validated on the test spectra), "
+            + ", ".join(f"{esc(k)} is predicted with R² = {v:.2f}" for k, v in rows) + ".")
+    verdicts = [v for v in info.get("vae_vs_pca", []) if v.get("source") == "catalog"]
+    if verdicts:
+        met = sum(bool(v["vae_at_least"]) for v in verdicts)
+        text += (f" The VAE's latents predict at least as well as PCA or weighted PCA of the same size in {met} of "
+                 f"{len(verdicts)} comparisons.")
+    return text
 
 
 def glance_section(summary: dict, rotation: dict, select_dir, model_cfg: dict | None = None,
