@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--time-limit", type=float, default=100.0, help="seconds of training per cell (a safety net)")
     p.add_argument("--n-iwae", type=int, default=16, help="importance samples of the IWAE bound")
     p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--summarise-only", action="store_true",
+                   help="no training: summarise the grids already finished under --out (grid.ecsv, best.json)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--mock-seed", type=int, default=1)
     p.add_argument("--figure", default="docs/figures/recovery_bic_vs_d.png")
@@ -157,6 +159,38 @@ def plot_recovery(results: dict, path: Path) -> Path:
     return path
 
 
+def summarise_finished(ms, args) -> None:
+    """The recovery table from the grids that finished (a run stopped midway still tells what it found)."""
+    from astropy.table import Table
+
+    results = {}
+    for m in ms:
+        grid = Path(args.out) / f"m{m}" / "grid"
+        if not (grid / "best.json").exists():
+            continue
+        table, best = Table.read(grid / "grid.ecsv"), json.loads((grid / "best.json").read_text())
+        c = curves(table)
+        results[m] = {"vary": VARY[m], "m": len(VARY[m]), "curves": c, "chosen": chosen_dimensions(c, best),
+                      "paired_steps": best.get("paired", {}).get("steps", []),
+                      "n_cells_done": int(np.sum(np.asarray(table["status"]) == "done")), "n_cells": len(table)}
+    report(results, args)
+
+
+def report(results: dict, args) -> None:
+    summary = Path(args.out) / "summary.json"
+    summary.write_text(json.dumps({str(m): v for m, v in results.items()}, indent=1, default=float))
+    if results:
+        plot_recovery(results, Path(args.figure))
+    print("| mock | varying | m | " + " | ".join(CRITERIA) + " |")
+    print("|---|---|---|" + "---|" * len(CRITERIA))
+    for m, v in results.items():
+        print(f"| {m} | {', '.join(v['vary'])} | {v['m']} | " + " | ".join(str(v["chosen"][k]) for k in CRITERIA) + " |")
+    for m, v in results.items():
+        for step in v["paired_steps"]:
+            print(f"{m}: d {step['d_from']} -> {step['d_to']}: {step['mean']:+.1f} ± {step['se']:.1f} "
+                  f"(spectra {step['se_spectra']:.1f}, seeds {step['se_seeds']:.1f})")
+
+
 def main(argv=None):
     from galvae._dask import close_client, make_client
     from galvae.select import select_grid
@@ -168,6 +202,8 @@ def main(argv=None):
     unknown = [m for m in ms if m not in VARY]
     if unknown:
         raise SystemExit(f"unknown mocks {unknown}; known: {sorted(VARY)}")
+    if args.summarise_only:
+        return summarise_finished(ms, args)
     t0 = time.perf_counter()
     paths = {m: dataset_for(m, args) for m in ms}
     log.info("datasets ready after %.0f s", time.perf_counter() - t0)
@@ -188,14 +224,8 @@ def main(argv=None):
             log.info("%s: chosen %s (grid %.0f s)", m, results[m]["chosen"], results[m]["grid_seconds"])
     finally:
         close_client(client)
-    summary = Path(args.out) / "summary.json"
-    summary.write_text(json.dumps({str(m): v for m, v in results.items()}, indent=1, default=float))
-    plot_recovery(results, Path(args.figure))
-    log.info("done in %.0f s; summary %s, figure %s", time.perf_counter() - t0, summary, args.figure)
-    print("| mock | varying | m | " + " | ".join(CRITERIA) + " |")
-    print("|---|---|---|" + "---|" * len(CRITERIA))
-    for m, v in results.items():
-        print(f"| {m} | {', '.join(v['vary'])} | {v['m']} | " + " | ".join(str(v["chosen"][k]) for k in CRITERIA) + " |")
+    report(results, args)
+    log.info("done in %.0f s; figure %s", time.perf_counter() - t0, args.figure)
     for m, v in results.items():
         c = v["curves"]
         log.info("%s  d: %s", m, c["bic_mean"]["d"])
