@@ -2,8 +2,8 @@
 
 :func:`agn_lines` turns the draws of :func:`.population.draw_agn` (class, L[O III], line ratios) into
 line fluxes: [O III]5007 from the luminosity, Hβ from [O III]/Hβ, Hα from Hβ with the case-B-like AGN
-decrement Hα/Hβ = 3.1 (Osterbrock & Ferland 2006) reddened by the nebular dust, [N II], [S II] and
-[O I] from their ratios to Hα, [O II]3727 from its ratio to [O III]. Fixed doublet ratios: [O III]
+decrement Hα/Hβ = 3.1 (Osterbrock & Ferland 2006) reddened by the nebular dust, [N II]6584 and
+[S II]6717+6731 from their ratios to Hα, [O I]6300 and [O II]3727 from their ratios to [O III]. Fixed doublet ratios: [O III]
 5007/4959 = 2.98, [N II] 6584/6548 = 3.05, [O I] 6300/6363 = 3.0 (atomic data); [S II] 6717/6731 = 1.1
 and [O II] 3729/3726 = 1.2 (low-density gas).
 
@@ -51,13 +51,14 @@ def agn_lines(p: dict, d_l_mpc: float, a_v_gas: float) -> tuple[np.ndarray, np.n
     o3 = 10.0 ** p["agn_log_loiii"] * L_SUN / (4.0 * np.pi * (d_l_mpc * MPC_CM) ** 2) * 1e17
     hb = o3 / 10.0 ** r["o3hb"]
     ha = hb * BALMER_DECREMENT_AGN * dust("halpha", "hbeta")
-    n2, s2, o1 = ha * 10.0 ** r["n2ha"], ha * 10.0 ** r["s2ha"], ha * 10.0 ** r["o1ha"]
+    n2, s2 = ha * 10.0 ** r["n2ha"], ha * 10.0 ** r["s2ha"]
+    o1 = o3 * 10.0 ** r["o1o3"] * dust("oi6300", "oiii5007")
     o2 = o3 * 10.0 ** r["o2o3"] * dust("oii3726", "oiii5007")
     flux = {
         "oiii5007": o3, "oiii4959": o3 / 2.98, "hbeta": hb, "halpha": ha,
-        "nii6584": n2 * 3.05 / 4.05, "nii6548": n2 / 4.05,
+        "nii6584": n2, "nii6548": n2 / 3.05,
         "sii6717": s2 * 1.1 / 2.1, "sii6731": s2 / 2.1,
-        "oi6300": o1 * 3.0 / 4.0, "oi6363": o1 / 4.0,
+        "oi6300": o1, "oi6363": o1 / 3.0,
         "oii3729": o2 * 1.2 / 2.2, "oii3726": o2 / 2.2,
         "neiii3869": 0.1 * o3 * dust("neiii3869", "oiii5007"),
         "hgamma": hb * 0.468 * dust("hgamma", "hbeta"), "hdelta": hb * 0.259 * dust("hdelta", "hbeta"),

@@ -357,11 +357,13 @@ def agn_fraction(logm):
 #: Line ratios of the AGN component (log10; mean, scatter, low, high). Seyferts: high [O III]/Hβ, above
 #: the Kewley (2006) line on the [S II] diagram; LINERs: [O III]/Hβ < 3 and [O II]3727/[O III] ≥ 1,
 #: [O I]6300/[O III] ≥ 1/3 (Heckman 1980's definition). Both lie above Kewley (2001) on both diagrams.
+#: n2ha = [N II]6584/Hα, s2ha = [S II]6717+6731/Hα, o3hb = [O III]5007/Hβ (observed, as on the BPT
+#: diagrams); o1o3 = [O I]6300/[O III]5007 and o2o3 = [O II]3726+3729/[O III]5007 (before dust).
 AGN_RATIOS = {
     AGN_SEYFERT: {"o3hb": (0.85, 0.15, 0.55, 1.15), "n2ha": (0.0, 0.15, -0.3, 0.35),
-                  "s2ha": (-0.3, 0.12, -0.6, 0.0), "o1ha": (-1.0, 0.15, -1.4, -0.6), "o2o3": (-0.5, 0.15, -0.9, -0.1)},
+                  "s2ha": (-0.3, 0.12, -0.6, 0.0), "o1o3": (-1.0, 0.15, -1.4, -0.6), "o2o3": (-0.5, 0.15, -0.9, -0.1)},
     AGN_LINER: {"o3hb": (0.1, 0.15, -0.3, 0.45), "n2ha": (0.15, 0.12, -0.1, 0.45),
-                "s2ha": (0.0, 0.1, -0.25, 0.25), "o1ha": (-0.7, 0.15, -1.1, -0.3), "o2o3": (0.4, 0.15, 0.0, 0.8)},
+                "s2ha": (0.0, 0.1, -0.25, 0.25), "o1o3": (-0.2, 0.12, -0.45, 0.2), "o2o3": (0.4, 0.15, 0.0, 0.8)},
 }  # fmt: skip
 #: log10 L[O III]5007 / Lsun in the fibre, observed (not corrected for dust), as Kauffmann et al. (2003)
 #: measure it: their strong AGN have L[O III] > 10^7 Lsun; LINERs are weaker. (mean at 10^10.5, slope, σ, low, high)
