@@ -132,3 +132,18 @@ def test_truth_has_the_agn_and_instrument_columns(tmp_path):
     frac = np.asarray(t["agn_oiii_frac"], float)
     assert np.all(frac[cls == AGN_NONE] == 0) and np.all(frac[cls == AGN_SEYFERT] > 0.3)
     assert np.all(np.asarray(t["calib_rms"]) > 0)
+
+
+def test_star_forming_hosts_lie_below_the_kauffmann_line():
+    """Without an AGN, the lines of star-forming hosts sit where SDSS star-forming galaxies do."""
+    from galvae.sources.mock.survey import _WORKER, _init_worker, bpt_class
+
+    _init_worker(0.01, 0.1)
+    renderer = _WORKER["renderer"]
+    hosts = [p for p in (population.draw_galaxy(0, i, {}, 0.01, 0.1) for i in range(200))
+             if p["logssfr"] > -11.0 and p["agn_class"] == AGN_NONE][:40]
+    assert len(hosts) == 40
+    for p in hosts:
+        tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
+        rest = renderer.render(p["z"], p["age"], tau, p["logzsol"], p["a_v"], p["logu"])
+        assert bpt_class(agn.bpt_ratios(rest.line_wave, rest.line_flux)) == 0, p
