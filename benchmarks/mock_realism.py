@@ -35,8 +35,8 @@ REAL_DIR = ROOT.parent / "shared" / "data" / "sdss"
 FIGURE = ROOT / "docs" / "figures" / "mock_vs_sdss.png"
 BPT_FIGURE = ROOT / "docs" / "figures" / "mock_bpt.png"
 TABLE = ROOT / "docs" / "mock_realism.md"
-# Blocks written elsewhere and kept on a rewrite: real_vs_mock.py's, and the timings (by hand, with commands).
-KEEP = re.compile(r"<!-- (real_vs_mock|timing) -->.*?<!-- /\1 -->", re.S)
+# Blocks written elsewhere and kept on a rewrite: real_vs_mock.py's, timings and notes (by hand, with commands).
+KEEP = re.compile(r"<!-- (real_vs_mock|timing|notes) -->.*?<!-- /\1 -->", re.S)
 
 # Vacuum rest wavelengths (Å): line window, blue and red continuum side bands.
 LINES = {

@@ -26,6 +26,11 @@ DOC = ROOT / "docs" / "mock_realism.md"
 TARGET_MEDIAN, TARGET_LOW_FRACTION = 30.0, 0.1  # issue 15: median percentile ≥ 30 %, ≤ 1 in 10 below the 5th
 
 
+def _relative(path) -> str:
+    p = Path(path)
+    return str(p.relative_to(ROOT)) if p.is_absolute() and p.is_relative_to(ROOT) else str(path)
+
+
 def matched_percentiles(real_sn, real_values, ref_sn, ref_values, k: int) -> np.ndarray:
     """Percentile (0–100) of each real value among the k reference values nearest in log S/N."""
     ref_log = np.log10(np.clip(ref_sn, 0.1, None))
@@ -119,8 +124,11 @@ def main(argv=None):
         "## Can the model tell them apart?",
         "",
         f"Made by `python benchmarks/real_vs_mock.py --run {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run} "
-        f"--match {args.match} --doc` on the run `{summary.get('model_dir', '?')}` "
-        f"(`galvae run --config out/run5000.yaml`: the same mock, {len(truth)} galaxies; "
+        f"--match {args.match} --doc` on the model `{_relative(summary.get('model_dir', '?'))}` "
+        f"(`galvae run --out {_relative(run)} --workers 1 --config` a YAML file holding `mock: {{n: {config['mock']['n']}, "
+        f"seed: {config['mock']['seed']}}}` and `select: {{latent: \"{config['select']['latent']}\", conditions: "
+        f"{config['select']['conditions']}, seeds: {config['select']['seeds']}}}`, the {config['preset']} preset "
+        f"otherwise: {config['select']['arch']} architecture, {config['select']['epochs']} epochs; {len(truth)} galaxies; "
         f"{len(ref)} test spectra, S/N {np.median(ref_snr):.1f} [{np.percentile(ref_snr, 16):.1f}, "
         f"{np.percentile(ref_snr, 84):.1f}]). Real galaxies: the {len(table)} of `../shared/data/sdss` that pass "
         "prepare (z < 0.1, CLASS GALAXY, ZWARNING 0, ≤ 30 % bad pixels).",
