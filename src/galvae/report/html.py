@@ -540,6 +540,9 @@ def _tracks_table(tracks) -> str:
     return table_html(("latent", "tracks", "MI (nats)", "± (nats)", "Spearman ρ"), rows, num_cols={2, 3, 4})
 
 
+AGN_TRUTH = ("agn_oiii_frac", "agn_log_loiii", "agn_class", "bpt_o3hb")  # mock truth columns of the AGN
+
+
 def truth_section(a: Path, summary: dict) -> str:
     from astropy.table import Table
 
@@ -555,6 +558,16 @@ def truth_section(a: Path, summary: dict) -> str:
     mi, rho = mi[mi["source"] == "truth"], rho[rho["source"] == "truth"]
     latents = summary.get("latent_names") or list(dict.fromkeys(mi["latent"]))
     props = list(dict.fromkeys(mi["property"]))
+    agn = [p for p in AGN_TRUTH if p in props]
+    if agn:  # the paper reads its D3 as AGN strength: shown, not folded away, when the mock has AGN
+        rows, hl = _wide(mi[np.isin(mi["property"], agn)], "mi", "mi_err", latents, agn)
+        rho_rows, rho_hl = _wide(rho[np.isin(rho["property"], agn)], "rho", None, latents, agn, best_by="abs")
+        body.append("<h3>AGN strength</h3><p>The paper reads D3 as AGN strength. Mock truth: agn_oiii_frac, the "
+                    "AGN's share of [O III]5007; agn_log_loiii, its L[O III] (AGN hosts only); agn_class, 0 none, "
+                    "1 Seyfert, 2 LINER-like; bpt_o3hb, log [O III]/Hβ of all lines.</p>"
+                    + table_html(["MI (nats)", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
+                    + table_html(["Spearman ρ", *latents], rho_rows, num_cols=set(range(1, len(latents) + 1)),
+                                 best=rho_hl))
     rows, hl = _wide(mi, "mi", "mi_err", latents, props)
     body.append("<details><summary>every true parameter: MI (nats)</summary>"
                 + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)

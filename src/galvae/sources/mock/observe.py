@@ -12,8 +12,18 @@ each pixel.
 Noise: variance = depth · g(λ) · (model + sky), the model of a photon-limited spectrum; g(λ) (the
 inverse throughput, including the dichroic at 6000 Å) and the sky (continuum and lines) are medians
 measured once from real SDSS-I/II files (:func:`derive_instrument_templates`), ``depth`` and the
-sky's brightness vary per spectrum. A 1 % sky-subtraction residual at sky lines is added to the flux
-but not to the variance, as in real data.
+sky's brightness vary per spectrum.
+
+Sky-subtraction residuals (:func:`sky_residual`), added to the flux but not to the variance, as in real
+data: at the sky lines of the shipped template (5577, 5890/5896, 6300, 6364 Å and the OH forest beyond
+~7200 Å, observed frame) a per-camera scale error, a sub-pixel wavelength offset (the P-Cygni-like
+residual of a shifted line) and per-pixel scatter. Their rms is 3.7 % of the sky-line flux, as measured
+on the real files (``benchmarks/mock_realism.py``: 3.8 %).
+
+Flux calibration (:func:`calibration_factor`): the spectrum is multiplied by a smooth function,
+1 + Σ_{k=1..3} c_k P_k (Legendre in log λ), whose rms over the spectrum is ``calib_rms`` (median
+:data:`CALIB_RMS`, 3 %, ×/÷ 1.6 between spectra): the few-per-cent, large-scale residuals of SDSS
+spectrophotometry that Yan (2011, AJ 142, 153) measures and removes with red-sequence stacks.
 
 Masks (SDSS SPPIXMASK bits; the rates follow the real files in ../shared/data/sdss):
 BRIGHTSKY by the pipeline's rule (sky > flux + 20 σ on the co-add and sky > 1.25 × its 99-pixel median);
@@ -57,6 +67,11 @@ BITS = {
 }  # fmt: skip
 OR_MASK_EXTRA_BITS = ("NEARBADPIXEL", "LOWFLAT", "PARTIALREJECT", "SCATTEREDLIGHT", "COMBINEREJ", "BADSKYCHI")
 DICHROIC = 6000.0  # Å: blue camera below, red above (they overlap 5800–6150 Å)
+CALIB_RMS = 0.03  # median rms of the smooth flux-calibration residual (fraction of the flux)
+CALIB_RMS_SCATTER_DEX = 0.2
+SKY_SCALE_SIGMA = 0.02  # per-camera sky-line scale error
+SKY_SHIFT_SIGMA_PIX = 0.05  # wavelength offset of the sky model, pixels
+SKY_PIXEL_SIGMA = 0.015  # per-pixel residual, fraction of the sky-line flux
 
 TEMPLATE_FILE = Path(__file__).resolve().parents[1] / "data" / "sdss_instrument.npz"
 
@@ -254,13 +269,21 @@ def template_sigma_kms(rest_wave) -> np.ndarray:
     return C_KMS * TEMPLATE_FWHM / 2.3548 / np.asarray(rest_wave)
 
 
-def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_gas, wdisp_pix):
+def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_gas, wdisp_pix, extra_lines=None):
     """Noiseless observed spectrum on the master grid, 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
 
     ``rest_wave`` (vacuum Å) and ``flux_obs`` (f_λ at rest_wave·(1+z), 1e-17 cgs): the continuum;
     ``line_wave`` (vacuum rest Å), ``line_flux`` (1e-17 erg s⁻¹ cm⁻²); dispersions in km/s;
-    ``wdisp_pix`` the instrumental σ per master pixel. Returns (model, continuum) on the master grid.
+    ``wdisp_pix`` the instrumental σ per master pixel; ``extra_lines`` (wave, flux, σ km/s) lines with
+    their own width (an AGN's). Returns (model, continuum) on the master grid.
     """
+    if extra_lines is not None and len(extra_lines[0]):
+        e_wave, e_flux, e_sigma = (np.asarray(a, float) for a in extra_lines)
+        line_wave = np.concatenate([np.asarray(line_wave, float), e_wave])
+        line_flux = np.concatenate([np.asarray(line_flux, float), e_flux])
+        gas_sigma = np.concatenate([np.full(len(line_wave) - e_wave.size, float(vdisp_gas)), e_sigma])
+    else:
+        gas_sigma = np.full(len(line_wave), float(vdisp_gas))
     edges = master_edges()
     centres = 10.0 ** master_loglam()
     continuum = rebin(rest_wave * (1.0 + z), flux_obs, edges)
@@ -269,7 +292,7 @@ def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_ga
     continuum = gaussian_broaden(continuum, np.sqrt(np.clip(sigma2, 0.0, None)) / DV_PIXEL)
     obs_line_wave = line_wave * (1.0 + z)
     inside = (obs_line_wave > edges[0]) & (obs_line_wave < edges[-1]) & (line_flux > 0)
-    sigma_lines = np.sqrt(vdisp_gas ** 2 + np.interp(obs_line_wave[inside], centres, sigma_inst) ** 2)
+    sigma_lines = np.sqrt(gas_sigma[inside] ** 2 + np.interp(obs_line_wave[inside], centres, sigma_inst) ** 2)
     model = add_lines(continuum, edges, obs_line_wave[inside], line_flux[inside], sigma_lines)
     return model, continuum
 
@@ -293,6 +316,8 @@ class ObservedArrays:
     model: np.ndarray
     sn_median: float
     depth: float
+    calib_rms: float = 0.0
+    sky_resid_rms: float = 0.0
 
 
 def _bit(*names) -> int:
@@ -357,22 +382,50 @@ def _interpolate_over(flux, dead) -> np.ndarray:
     return out
 
 
-def observe(model, rng, templates: InstrumentTemplates, wdisp_pix) -> ObservedArrays:
-    """Noise, sky, masks and the pixel range of one spectrum; ``model`` on the master grid (1e-17 cgs)."""
+def calibration_factor(rng, loglam, calib_rms: float, order: int = 3) -> np.ndarray:
+    """Smooth multiplicative flux-calibration error over ``loglam``: 1 + Σ_{k=1..order} c_k P_k(x), x the
+    position in log λ scaled to [−1, 1], with random direction c and rms over the pixels exactly ``calib_rms``."""
+    x = np.linspace(-1.0, 1.0, loglam.size)
+    shape = np.polynomial.legendre.legval(x, np.concatenate([[0.0], rng.standard_normal(order)]))
+    shape -= shape.mean()  # the overall scale is the fibre's business, not the calibration's shape
+    rms = float(np.sqrt(np.mean(shape ** 2)))
+    return 1.0 + shape * (calib_rms / rms if rms > 0 else 0.0)
+
+
+def sky_residual(rng, wave, sky_lines) -> np.ndarray:
+    """Sky-subtraction residual at the sky lines: per-camera scale error, sub-pixel wavelength offset,
+    per-pixel scatter (1e-17 cgs, same pixels as ``sky_lines``)."""
+    red = wave > DICHROIC
+    scale = np.where(red, rng.normal(0.0, SKY_SCALE_SIGMA), rng.normal(0.0, SKY_SCALE_SIGMA))
+    shift = rng.normal(0.0, SKY_SHIFT_SIGMA_PIX)
+    return (scale * sky_lines + shift * np.gradient(sky_lines)
+            + SKY_PIXEL_SIGMA * sky_lines * rng.standard_normal(wave.size))
+
+
+def observe(model, rng, templates: InstrumentTemplates, wdisp_pix, calib_rms: float | None = None) -> ObservedArrays:
+    """Noise, sky, masks, calibration error and the pixel range of one spectrum; ``model`` on the master
+    grid (1e-17 cgs). ``calib_rms``: rms of the smooth calibration error (None: drawn around :data:`CALIB_RMS`;
+    0: none)."""
     first = int(rng.integers(*FIRST_PIXEL_RANGE))
     last = int(rng.integers(*LAST_PIXEL_RANGE))
     cut = slice(first, last + 1)
     loglam = master_loglam()[cut]
     wave = 10.0 ** loglam
-    model = model[cut]
+    if calib_rms is None:
+        calib_rms = CALIB_RMS * 10.0 ** rng.normal(0.0, CALIB_RMS_SCATTER_DEX)
+    # The pipeline's model column fits the mis-calibrated spectrum, so it carries the error too.
+    model = model[cut] * calibration_factor(rng, loglam, calib_rms)
 
     sky_lines = templates.sky_lines[cut] * 10.0 ** rng.normal(0.0, 0.08)
     sky = templates.sky_continuum[cut] * 10.0 ** rng.normal(0.0, 0.12) + sky_lines
     depth = float(10.0 ** rng.normal(0.0, templates.depth_sigma_dex))
     variance = depth * templates.gain[cut] * (np.clip(model, 0.0, None) + sky)
     sigma = np.sqrt(variance)
-    flux = model + sigma * rng.standard_normal(wave.size) + 0.01 * sky_lines * rng.standard_normal(wave.size)
+    residual = sky_residual(rng, wave, sky_lines)
+    flux = model + sigma * rng.standard_normal(wave.size) + residual
     ivar = 1.0 / variance
+    lit = sky_lines > 30.0  # pixels of bright sky lines (1e-17 cgs), where the residual's rms is measured
+    sky_resid_rms = float(np.sqrt(np.sum(residual[lit] ** 2) / np.sum(sky_lines[lit] ** 2))) if lit.any() else 0.0
 
     and_mask, dead = draw_masks(rng, wave, sky_lines)
     and_mask[_bright_sky(sky, flux, sigma)] |= _bit("BRIGHTSKY")
@@ -390,5 +443,5 @@ def observe(model, rng, templates: InstrumentTemplates, wdisp_pix) -> ObservedAr
     sn = float(np.median(flux[good] * np.sqrt(ivar[good]))) if good.any() else 0.0
     return ObservedArrays(
         loglam=loglam, flux=flux, ivar=ivar, and_mask=and_mask, or_mask=or_mask, wdisp=wdisp, sky=sky,
-        model=model, sn_median=sn, depth=depth,
+        model=model, sn_median=sn, depth=depth, calib_rms=float(calib_rms), sky_resid_rms=sky_resid_rms,
     )

@@ -22,8 +22,12 @@ first, together, through the SDSS flux limit):
 ``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
                and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
                stars and nebular lines see twice as much (bagpipes ``eta`` = 2).
-``logu``       log10 ionisation parameter of the nebular emission, lower at high metallicity.
+``logu``       log10 ionisation parameter of the nebular emission, lower at high metallicity
+               (−3.35 at solar).
 ``vdisp``      stellar velocity dispersion, km/s: σ ∝ M^0.29 (100 km/s at 10^10 Msun), gas σ = 0.65 σ*.
+``agn``        narrow-line AGN (Seyfert) or LINER-like emission in the fibre (:func:`draw_agn`); drawn
+               from its own stream, so adding it left every other draw of galaxy *i* unchanged.
+               Pinned (``vary`` without ``agn``): no AGN.
 =============  =====================================================================================
 
 Observing conditions (fibre aperture fraction, sky position) are drawn here too but are nuisance
@@ -39,12 +43,14 @@ from functools import lru_cache
 import numpy as np
 
 #: Generating parameters in the order they are drawn; ``vary`` picks a subset.
-GENERATING_PARAMETERS = ("logmstar", "z", "logssfr", "age", "logzsol", "a_v", "logu", "vdisp")
+GENERATING_PARAMETERS = ("logmstar", "z", "logssfr", "age", "logzsol", "a_v", "logu", "vdisp", "agn")
+
+AGN_NONE, AGN_SEYFERT, AGN_LINER = 0, 1, 2  # truth column agn_class
 
 #: Values of the parameters that ``vary`` leaves out (a typical star-forming disc near the knee).
 TYPICAL_VALUES = {
     "logmstar": 10.4, "z": 0.06, "logssfr": -10.1, "age": 7.0, "logzsol": -0.05,
-    "a_v": 0.5, "logu": -3.05, "vdisp": 120.0,
+    "a_v": 0.5, "logu": -3.05, "vdisp": 120.0, "agn": AGN_NONE,
 }  # fmt: skip
 
 #: Truth-table columns that each generating parameter drives (the others stay constant when it is fixed).
@@ -57,6 +63,7 @@ DRIVEN_COLUMNS = {
     "a_v": ("a_v", "a_b"),
     "logu": ("logu",),
     "vdisp": ("vdisp", "vdisp_gas"),
+    "agn": ("agn_class", "agn_log_loiii"),
 }
 
 LOGM_RANGE = (8.5, 11.8)
@@ -70,6 +77,11 @@ H0, OM0 = 70.0, 0.3
 def population_stream(seed: int, index: int) -> np.random.Generator:
     """The random stream of galaxy ``index``'s generating parameters."""
     return np.random.default_rng([int(seed), int(index), 0])
+
+
+def agn_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of galaxy ``index``'s AGN (separate, so the other parameters predate it unchanged)."""
+    return np.random.default_rng([int(seed), int(index), 4])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,8 +162,11 @@ def median_a_v(logm, logsfr):
 
 
 def median_logu(logzsol):
-    """Median log ionisation parameter; more metal-rich H II regions are less ionised."""
-    return -3.1 - 0.5 * np.asarray(logzsol)
+    """Median log ionisation parameter; more metal-rich H II regions are less ionised. With the [N II]
+    scaling of :mod:`.render` it puts the star-forming hosts' lines below the Kauffmann et al. (2003)
+    line on the BPT diagram, as SDSS star-forming galaxies are (−3.1 before: 57 % of them fell between
+    the Kauffmann and Kewley lines, docs/mock_realism.md)."""
+    return -3.35 - 0.5 * np.asarray(logzsol)
 
 
 def median_log_vdisp(logm, quiescent=False):
@@ -289,6 +304,9 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
         p["vdisp"] = float(np.clip(10.0 ** rng.normal(median_log_vdisp(logm, quiescent), 0.07), 30.0, 400.0))
     p["vdisp_gas"] = max(25.0, 0.65 * p["vdisp"])
 
+    p.update(draw_agn(agn_stream(seed, index), logm, p["logssfr"], p["vdisp"], pinned="agn" in fixed))
+    p["agn"] = p["agn_class"]
+
     # Nuisances: always drawn, never fixed (they change amplitude or position, not the galaxy).
     size_offset = rng.normal(0.0, 0.15)
     p["fiber_frac"] = fiber_fraction(logm, p["z"], float(table.luminosity_distance(p["z"])), size_offset)
@@ -296,6 +314,98 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
     angle = rng.uniform(0.0, 2.0 * math.pi)
     p["dra"], p["ddec"] = radius * math.cos(angle), radius * math.sin(angle)
     return p
+
+
+# ------------------------------------------------------------------------------------------------
+# AGN and LINER-like emission
+# ------------------------------------------------------------------------------------------------
+
+#: BPT demarcations, y = log [O III]5007/Hβ against x = log [N II]6584/Hα or log [S II]6717,6731/Hα.
+def kauffmann03_n2(x):
+    """Kauffmann et al. (2003): star-forming galaxies lie below y = 0.61/(x − 0.05) + 1.30 (x < 0.05)."""
+    x = np.asarray(x, float)
+    return np.where(x < 0.05, 0.61 / (np.minimum(x, 0.0499) - 0.05) + 1.30, -np.inf)
+
+
+def kewley01_n2(x):
+    """Kewley et al. (2001) maximum starburst line: y = 0.61/(x − 0.47) + 1.19 (x < 0.47)."""
+    x = np.asarray(x, float)
+    return np.where(x < 0.47, 0.61 / (np.minimum(x, 0.4699) - 0.47) + 1.19, -np.inf)
+
+
+def kewley01_s2(x):
+    """Kewley et al. (2001) maximum starburst line: y = 0.72/(x − 0.32) + 1.30 (x < 0.32)."""
+    x = np.asarray(x, float)
+    return np.where(x < 0.32, 0.72 / (np.minimum(x, 0.3199) - 0.32) + 1.30, -np.inf)
+
+
+def kewley06_seyfert_liner(x):
+    """Kewley et al. (2006) Seyfert/LINER division on the [S II] diagram: y = 1.89 x + 0.76."""
+    return 1.89 * np.asarray(x, float) + 0.76
+
+
+AGN_FRACTION_MAX = 0.5  # fraction of AGN among the most massive galaxies
+AGN_MASS_MID, AGN_MASS_WIDTH = 10.6, 0.25  # log M* where the fraction is half its maximum; logistic width
+
+
+def agn_fraction(logm):
+    """Fraction of galaxies with an AGN or LINER-like nucleus at stellar mass 10^logm.
+
+    Kauffmann et al. (2003, MNRAS 346, 1055) find 22,623 narrow-line AGN among 122,808 SDSS galaxies
+    (18 %), "almost exclusively in massive galaxies": here a logistic rise from < 3 % below 10^9.8 to
+    40–50 % above 10^11, which gives 18 % over the mock's flux-limited population (tests/test_mock_agn.py).
+    """
+    return AGN_FRACTION_MAX / (1.0 + np.exp(-(np.asarray(logm) - AGN_MASS_MID) / AGN_MASS_WIDTH))
+
+
+#: Line ratios of the AGN component (log10; mean, scatter, low, high). Seyferts: high [O III]/Hβ, above
+#: the Kewley (2006) line on the [S II] diagram; LINERs: [O III]/Hβ < 3 and [O II]3727/[O III] ≥ 1,
+#: [O I]6300/[O III] ≥ 1/3 (Heckman 1980's definition). Both lie above Kewley (2001) on both diagrams.
+#: n2ha = [N II]6584/Hα, s2ha = [S II]6717+6731/Hα, o3hb = [O III]5007/Hβ (observed, as on the BPT
+#: diagrams); o1o3 = [O I]6300/[O III]5007 and o2o3 = [O II]3726+3729/[O III]5007 (before dust).
+AGN_RATIOS = {
+    AGN_SEYFERT: {"o3hb": (0.85, 0.15, 0.55, 1.15), "n2ha": (0.0, 0.15, -0.3, 0.35),
+                  "s2ha": (-0.3, 0.12, -0.6, 0.0), "o1o3": (-1.0, 0.15, -1.4, -0.6), "o2o3": (-0.5, 0.15, -0.9, -0.1)},
+    AGN_LINER: {"o3hb": (0.1, 0.15, -0.3, 0.45), "n2ha": (0.15, 0.12, -0.1, 0.45),
+                "s2ha": (0.0, 0.1, -0.25, 0.25), "o1o3": (-0.2, 0.12, -0.45, 0.2), "o2o3": (0.4, 0.15, 0.0, 0.8)},
+}  # fmt: skip
+#: log10 L[O III]5007 / Lsun in the fibre, observed (not corrected for dust), as Kauffmann et al. (2003)
+#: measure it: their strong AGN have L[O III] > 10^7 Lsun; LINERs are weaker. (mean at 10^10.5, slope, σ, low, high)
+AGN_LOG_LOIII = {AGN_SEYFERT: (6.7, 0.3, 0.45, 5.5, 8.5), AGN_LINER: (5.9, 0.2, 0.35, 5.0, 7.0)}
+
+
+def agn_in_region(cls: int, n2ha: float, s2ha: float, o3hb: float) -> bool:
+    """Whether AGN line ratios lie in their class's BPT region (above Kewley 2001 on both diagrams;
+    Seyferts above and LINERs below the Kewley 2006 line)."""
+    above = o3hb > float(kewley01_n2(n2ha)) and o3hb > float(kewley01_s2(s2ha))
+    seyfert_side = o3hb > float(kewley06_seyfert_liner(s2ha))
+    return above and (seyfert_side if cls == AGN_SEYFERT else not seyfert_side)
+
+
+def draw_agn(rng, logm: float, logssfr: float, vdisp: float, pinned: bool = False) -> dict:
+    """AGN of one galaxy: ``agn_class`` (0 none, 1 Seyfert, 2 LINER-like), ``agn_log_loiii`` (log10 Lsun,
+    None without AGN: NaN would make two equal draws compare unequal), line ratios ``agn_ratios`` (log10) and gas dispersion ``agn_sigma`` (km/s).
+
+    Seyferts sit preferentially in star-forming hosts and LINERs in quiescent ones (Kauffmann et al.
+    2003: hosts of luminous AGN are young, of weak ones like normal early types). Narrow-line widths
+    follow σ* with 0.1 dex scatter (Nelson & Whittle 1996).
+    """
+    none = {"agn_class": AGN_NONE, "agn_log_loiii": None, "agn_ratios": {}, "agn_sigma": 0.0}
+    u_agn, u_kind = rng.random(), rng.random()
+    if pinned or u_agn >= float(agn_fraction(logm)):
+        return none
+    p_seyfert = 0.25 if logssfr < QUIESCENT_BELOW else 0.6
+    cls = AGN_SEYFERT if u_kind < p_seyfert else AGN_LINER
+    mean, slope, sigma, low, high = AGN_LOG_LOIII[cls]
+    log_l = _truncated_normal(rng, mean + slope * (logm - 10.5), sigma, low, high)
+    for _ in range(100):  # redraw until the ratios fall in the class's region (a few tries at most)
+        ratios = {k: _truncated_normal(rng, *v) for k, v in AGN_RATIOS[cls].items()}
+        if agn_in_region(cls, ratios["n2ha"], ratios["s2ha"], ratios["o3hb"]):
+            break
+    else:
+        raise RuntimeError("AGN line ratios: no draw in the class's BPT region")  # the table above is wrong
+    agn_sigma = float(np.clip(vdisp * 10.0 ** rng.normal(0.0, 0.1), 50.0, 500.0))
+    return {"agn_class": cls, "agn_log_loiii": log_l, "agn_ratios": ratios, "agn_sigma": agn_sigma}
 
 
 def typical_values(vary, overrides: dict | None = None) -> dict:

@@ -10,7 +10,11 @@ nebular grids (~1 s), updating it for a new galaxy costs ~2 ms. Three departures
 - nebular lines are taken out of bagpipes' nebular grid (which drops each line into one pixel) and
   returned as a list, so the instrument can draw them as resolved Gaussians with the gas dispersion;
 - wavelengths are converted from air (BC03, MILES and Cloudy line lists are in air) to vacuum, like
-  SDSS spectra.
+  SDSS spectra;
+- the [N II] 6548, 6584 lines are scaled by 10^−0.2 (:data:`NII_SCALE_DEX`): bagpipes' grid ties
+  nitrogen to the one metallicity of stars and gas, and its metal-rich H II regions then lie 0.1–0.3 dex
+  right of the SDSS star-forming sequence, across the Kauffmann et al. (2003) line that bounds it
+  (with this scaling and log U of :mod:`.population`, every star-forming host is below that line).
 
 Importing bagpipes prints to stdout and may write its IGM table into its own package folder on the
 very first import; it writes nothing into the working directory while making models (checked in
@@ -33,6 +37,7 @@ R_INTERNAL = 3000.0  # bagpipes sampling, λ/Δλ = 2R: 1.7e-4 in ln λ, finer t
 T_BIRTH_CLOUD = 0.01  # Gyr: stars younger than this ionise gas and sit behind eta × A_V
 ETA_BIRTH_CLOUD = 2.0  # Calzetti (2000): nebular lines see ~2× the continuum attenuation
 MASSFORMED = 10.0  # log10 Msun formed in the model; spectra are rescaled to the wanted mass
+NII_SCALE_DEX = -0.2  # host [N II] lines (see the module docstring)
 
 
 def import_bagpipes():
@@ -143,6 +148,7 @@ class Renderer:
         if len(model.line_fluxes) != config.line_wavs.size:
             raise RuntimeError("bagpipes line names are not unique: line fluxes would be lost")
         self.halpha_index = int(np.argmin(np.abs(config.line_wavs - 6562.8)))
+        self.nii_index = np.array([int(np.argmin(np.abs(config.line_wavs - w))) for w in (6548.05, 6583.45)])
         log.debug("bagpipes model ready: %d wavelengths", self.wave_vac.size)
 
     # --- star-formation history -----------------------------------------------------------------
@@ -185,6 +191,7 @@ class Renderer:
         model = self.model
         model.update(components(z, age, tau, logzsol, a_v, logu))
         lines = np.array(list(model.line_fluxes.values()), dtype=float)
+        lines[self.nii_index] *= 10.0 ** NII_SCALE_DEX
         return RestSpectrum(
             wave=self.wave_vac, flux=np.asarray(model.spectrum_full, dtype=float),
             line_wave=self.line_wave_vac, line_flux=lines,

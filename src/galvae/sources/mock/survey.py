@@ -30,15 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from . import agn as agn_mod
 from . import observe as obs_mod
 from . import population as pop
 from . import write as wr
-from .render import MASSFORMED
+from .render import ETA_BIRTH_CLOUD, MASSFORMED
 
 log = logging.getLogger(__name__)
 
 #: Bump when the same configuration would give different files.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files
 SPECTRA_DIR = "spectra"
 CATALOG_NAME = "GSWLC-mock.dat"
 MPAJHU_NAMES = ("gal_info-mock.fits", "gal_fiboh-mock.fits")  # read together: read_mpajhu(*survey.mpajhu_paths)
@@ -122,8 +123,22 @@ def _init_worker(zmin: float, zmax: float) -> None:
                    cosmo=pop.cosmo_table(zmin, zmax))
 
 
-def _subclass(ew_halpha: float, logssfr: float) -> str:
-    """SDSS-like SUBCLASS: STARBURST for EW(Hα) > 50 Å, STARFORMING for clear Hα emission."""
+def bpt_class(ratios: dict) -> int:
+    """BPT class of line ratios on the [N II] diagram: 0 star-forming (below Kauffmann et al. 2003),
+    1 composite (between), 2 AGN (above Kewley et al. 2001); −1 when a ratio is undefined."""
+    x, y = ratios["n2ha"], ratios["o3hb"]
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return -1
+    if y > float(pop.kewley01_n2(x)):
+        return 2
+    return 1 if y > float(pop.kauffmann03_n2(x)) else 0
+
+
+def _subclass(ew_halpha: float, logssfr: float, bpt: int) -> str:
+    """SDSS-like SUBCLASS: AGN above the Kewley (2001) line with clear Hα, STARBURST for EW(Hα) > 50 Å,
+    STARFORMING for clear Hα emission."""
+    if bpt == 2 and ew_halpha > 3.0:
+        return "AGN"
     if ew_halpha > 50.0:
         return "STARBURST"
     if ew_halpha > 3.0 and logssfr > -11.0:
@@ -154,22 +169,51 @@ def _observe_galaxy(p: dict, rng):
     scale = (10.0 ** (p["logmstar"] - rest.logmstar) * renderer.luminosity_distance_correction(z, d_l)
              * p["fiber_frac"] * 1e17)
     wdisp = templates.wdisp * (1.0 + rng.normal(0.0, templates.wdisp_sigma))
+    # The AGN's L[O III] is the fibre's (as measured in SDSS), so no fibre-aperture factor.
+    agn_wave, agn_flux = agn_mod.agn_lines(p, d_l, p["a_v"] * ETA_BIRTH_CLOUD)
+    extra = (agn_wave, agn_flux, np.full(agn_wave.size, p.get("agn_sigma", 0.0)))
     model, continuum = obs_mod.observed_model(rest.wave, rest.flux * scale, rest.line_wave, rest.line_flux * scale,
-                                              z, p["vdisp"], p["vdisp_gas"], wdisp)
-    return obs_mod.observe(model, rng, templates, wdisp), continuum, rest, tau, scale
+                                              z, p["vdisp"], p["vdisp_gas"], wdisp, extra_lines=extra)
+    lines = (np.concatenate([rest.line_wave, agn_wave]), np.concatenate([rest.line_flux * scale, agn_flux]))
+    return obs_mod.observe(model, rng, templates, wdisp), continuum, rest, tau, scale, lines
 
 
-def _ew_halpha(rest, continuum, z: float, scale: float) -> float:
-    """True rest-frame EW of Hα (Å) against the noiseless continuum."""
-    ha = _WORKER["renderer"].halpha_index
-    cont = float(np.interp(rest.line_wave[ha] * (1.0 + z), 10.0 ** obs_mod.master_loglam(), continuum))
-    return float(rest.line_flux[ha] * scale / max(cont, 1e-30) / (1.0 + z))
+def _fiber_gmag(continuum) -> float:
+    """AB magnitude of the noiseless continuum in the fibre over 4200–5400 Å (the core of SDSS g)."""
+    wave = 10.0 ** obs_mod.master_loglam()
+    sel = (wave > 4200.0) & (wave < 5400.0)
+    fnu = np.mean(continuum[sel] * 1e-17 * wave[sel] ** 2 / 2.99792458e18)
+    return float(-2.5 * np.log10(max(fnu, 1e-40)) - 48.6)
 
 
-def _truth_row(record: dict, p: dict, rest, tau: float, observed, ew_halpha: float) -> dict:
+def _ew(lines, name: str, continuum, z: float) -> float:
+    """True rest-frame EW (Å) of a line (host + AGN) against the noiseless continuum."""
+    wave, flux = lines
+    centre = agn_mod.WAVE[name]
+    total = float(flux[np.abs(wave - centre) < 1.0].sum())
+    cont = float(np.interp(centre * (1.0 + z), 10.0 ** obs_mod.master_loglam(), continuum))
+    return total / max(cont, 1e-30) / (1.0 + z)
+
+
+def _agn_truth(p: dict, lines) -> dict:
+    """AGN truth columns: class, L[O III], the AGN's share of [O III]5007, BPT ratios and class of all lines."""
+    wave, flux = lines
+    o3 = np.abs(wave - agn_mod.WAVE["oiii5007"]) < 1.0
+    host_o3 = float(flux[o3][0]) if o3.any() else 0.0  # the host's line comes first (bagpipes' list)
+    total_o3 = float(flux[o3].sum())
+    ratios = agn_mod.bpt_ratios(wave, flux)
+    return {"agn_class": int(p.get("agn_class", pop.AGN_NONE)), "agn_log_loiii": np.nan if p.get("agn_log_loiii") is None else float(p["agn_log_loiii"]),
+            "agn_oiii_frac": (total_o3 - host_o3) / total_o3 if total_o3 > 0 else 0.0,
+            "bpt_n2ha": ratios["n2ha"], "bpt_s2ha": ratios["s2ha"], "bpt_o3hb": ratios["o3hb"],
+            "bpt_class": bpt_class(ratios)}
+
+
+def _truth_row(record: dict, p: dict, rest, tau: float, observed, continuum, lines) -> dict:
     renderer = _WORKER["renderer"]
     plate, mjd, fiber = record["plate"], record["mjd"], record["fiber"]
     logsfr = float(np.log10(max(rest.sfr, 1e-300))) + p["logmstar"] - rest.logmstar
+    ew_halpha = _ew(lines, "halpha", continuum, p["z"])
+    agn = _agn_truth(p, lines)
     return {
         "index": record["index"], "plate": plate, "mjd": mjd, "fiber": fiber,
         "id": f"{plate:04d}-{mjd:05d}-{fiber:04d}", "specobjid": str(wr.specobjid(plate, mjd, fiber)),
@@ -180,7 +224,10 @@ def _truth_row(record: dict, p: dict, rest, tau: float, observed, ew_halpha: flo
         "a_v": p["a_v"], "a_b": p["a_v"] * renderer.a_b_per_a_v, "a_fuv": p["a_v"] * renderer.a_fuv_per_a_v,
         "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "logu": p["logu"], "quiescent": p["quiescent"],
         "fiber_frac": p["fiber_frac"], "sn_median": observed.sn_median, "depth": observed.depth,
-        "ew_halpha": ew_halpha, "subclass": _subclass(ew_halpha, logsfr - p["logmstar"]),
+        "ew_halpha": ew_halpha, "ew_oiii": _ew(lines, "oiii5007", continuum, p["z"]), **agn,
+        "calib_rms": observed.calib_rms, "sky_resid_rms": observed.sky_resid_rms,
+        "fiber_gmag": _fiber_gmag(continuum),
+        "subclass": _subclass(ew_halpha, logsfr - p["logmstar"], agn["bpt_class"]),
     }
 
 
@@ -188,9 +235,9 @@ def make_galaxy(record: dict, spectra_dir: str) -> dict:
     """Render, observe and write one galaxy; returns its truth row. Needs :func:`_init_worker` first."""
     p = record["params"]
     rng = obs_mod.observation_stream(record["seed"], record["index"])
-    observed, continuum, rest, tau, scale = _observe_galaxy(p, rng)
+    observed, continuum, rest, tau, scale, lines = _observe_galaxy(p, rng)
     measured = _measurements(rng, p["z"], p["vdisp"], observed.sn_median)
-    row = _truth_row(record, p, rest, tau, observed, _ew_halpha(rest, continuum, p["z"], scale))
+    row = _truth_row(record, p, rest, tau, observed, continuum, lines)
     meta = {**record, **measured, "subclass": row["subclass"], "objid": wr.OBJID_BASE + record["index"]}
     wr.write_spec_lite(Path(spectra_dir) / record["filename"], meta, observed)
     return row

@@ -331,9 +331,10 @@ def mpajhu_stream(seed: int, index: int) -> np.random.Generator:
 
 def has_metallicity(row: dict) -> bool:
     """Whether MPA-JHU would give the galaxy a gas-phase metallicity: star-forming, with clear emission
-    lines (true EW(Hα) > 3 Å and sSFR > 10⁻¹¹ /yr). As in the real catalogue (Tremonti et al. 2004,
-    Brinchmann et al. 2004), galaxies whose lines do not allow a strong-line estimate have none."""
-    return bool(row["ew_halpha"] > 3.0 and row["logssfr"] > -11.0)
+    lines (true EW(Hα) > 3 Å and sSFR > 10⁻¹¹ /yr) and line ratios below the Kauffmann et al. (2003)
+    line. As in the real catalogue (Tremonti et al. 2004, Brinchmann et al. 2004), galaxies whose lines
+    do not allow a strong-line estimate (AGN and composites included) have none."""
+    return bool(row["ew_halpha"] > 3.0 and row["logssfr"] > -11.0 and row.get("bpt_class", 0) == 0)
 
 
 class MpajhuColumns:
@@ -420,7 +421,18 @@ TRUTH_COLUMNS = {
     "fiber_frac": ("", "fraction of the galaxy's light inside the 3 arcsec fibre"),
     "sn_median": ("", "median S/N per pixel over good pixels (SN_MEDIAN_ALL)"),
     "depth": ("", "noise depth factor of the observation (variance multiplier)"),
-    "ew_halpha": ("Angstrom", "true rest-frame H-alpha emission equivalent width"),
+    "ew_halpha": ("Angstrom", "true rest-frame H-alpha emission equivalent width (host + AGN)"),
+    "ew_oiii": ("Angstrom", "true rest-frame [O III]5007 emission equivalent width (host + AGN)"),
+    "agn_class": ("", "nucleus: 0 none, 1 Seyfert (AGN), 2 LINER-like"),
+    "agn_log_loiii": ("", "log10 L[O III]5007 / Lsun of the AGN in the fibre, observed (NaN without AGN)"),
+    "agn_oiii_frac": ("", "AGN share of the [O III]5007 flux, 0-1 (AGN strength relative to star formation)"),
+    "bpt_n2ha": ("", "log10 [N II]6584/H-alpha of all lines (host + AGN), noiseless"),
+    "bpt_s2ha": ("", "log10 [S II]6717,6731/H-alpha of all lines, noiseless"),
+    "bpt_o3hb": ("", "log10 [O III]5007/H-beta of all lines, noiseless"),
+    "bpt_class": ("", "BPT [N II] class of all lines: 0 star-forming, 1 composite, 2 AGN, -1 undefined"),
+    "calib_rms": ("", "rms of the smooth flux-calibration error over the spectrum (fraction)"),
+    "sky_resid_rms": ("", "rms sky-subtraction residual / sky-line flux at bright sky lines"),
+    "fiber_gmag": ("mag", "AB magnitude of the fibre spectrum over 4200-5400 A (SDSS g core), noiseless"),
     "subclass": ("", "SDSS-style SUBCLASS written in SPECOBJ"),
 }
 
