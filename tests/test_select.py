@@ -102,6 +102,15 @@ def test_a_grid_whose_condition_no_spectrum_has_stops_before_its_first_cell(data
     assert r.n_done == 1 and r.table.meta["dropped_by_condition"]["logmstar"]["total"] > 0
 
 
+def test_a_misspelled_training_option_is_one_error_before_the_grid_starts(data, tmp_path):
+    with pytest.raises(TypeError, match=r"\['pateince'\]") as err:
+        select_grid(data, tmp_path / "g", **GRID, pateince=3)
+    assert "patience" in str(err.value)  # the options it does take are listed
+    with pytest.raises(TypeError, match="seed"):  # set per cell by the grid itself
+        select_grid(data, tmp_path / "g", **GRID, seed=1)
+    assert not (tmp_path / "g").exists()  # no cell was started, no grid.json written
+
+
 def test_active_dimensions_counts_varying_latents():
     rng = np.random.default_rng(0)
     mu = np.column_stack([rng.normal(0, 1, 500), rng.normal(0, 0.01, 500), rng.normal(0, 0.5, 500)])

@@ -164,17 +164,16 @@ def section(anchor: str, title: str, body: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 def likelihood_definitions() -> str:
-    """The definitions block of :mod:`galvae.likelihood`'s docstring (ln L, χ²/pixel, KL, ELBO, BIC)."""
+    """The definitions of :data:`galvae.likelihood.DEFINITIONS` the report shows (ln L, χ²/pixel, KL, ELBO, BIC)."""
     from .. import likelihood
 
-    lines = [ln.strip() for ln in (likelihood.__doc__ or "").splitlines()]
-    keep = [ln for ln in lines if ln.split(" ")[0] in ("χ²_i", "ln", "χ²/pixel", "KL_i", "ELBO_i", "BIC_i")]
-    return "\n".join(keep)
+    return "\n".join(likelihood.definition_lines(("χ²_i", "ln L_i", "χ²/pixel", "KL_i", "ELBO_i", "BIC_i")))
 
 
 def bic_definition() -> str:
-    lines = [ln for ln in likelihood_definitions().splitlines() if ln.startswith(("BIC_i", "ln L_i"))]
-    return "\n".join(lines)
+    from .. import likelihood
+
+    return "\n".join(likelihood.definition_lines(("ln L_i", "BIC_i")))
 
 
 # ---------------------------------------------------------------------------------------------------
