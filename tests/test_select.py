@@ -429,7 +429,7 @@ def _fake_grid(tmp_path, means_by_d: dict, noise: dict, n: int = 400, seeds=(0, 
 
 
 def test_one_standard_error_rule_keeps_the_smallest_model_within_one_paired_error(tmp_path):
-    from galvae.select.report import one_se_choice, paired_steps
+    from galvae.select.choice import one_se_choice, paired_steps
 
     # d = 3 is lower than d = 2 by 0.05, below the paired error (±5 per spectrum over 400: 0.25);
     # d = 2 beats d = 1 by 30, far above it

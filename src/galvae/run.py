@@ -23,7 +23,7 @@ import numpy as np
 
 from ._atomic import write_text
 from .config import RunConfig
-from .select.report import lowest_val_loss
+from .select.choice import lowest_val_loss
 
 log = logging.getLogger(__name__)
 

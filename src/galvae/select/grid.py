@@ -509,7 +509,7 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     """
     from .evaluate import REFINE_STEPS
     from .figures import plot_bic_grid, plot_bic_vs_d, plot_one_se
-    from .report import best_model
+    from .choice import best_model
 
     t0 = time.perf_counter()
     out = Path(out_dir)
