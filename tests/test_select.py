@@ -13,7 +13,7 @@ import torch
 
 import galvae.fit as fitmod
 from galvae import likelihood as lk
-from galvae.models.synthetic import synthetic_dataset
+from galvae.prepare.synthetic import synthetic_dataset
 from galvae.select import comparable_view, parse_conditions, parse_latent, select_grid
 from galvae.select.cells import Cell, all_condition_sets
 from galvae.select.evaluate import active_dimensions, load_scores
@@ -238,7 +238,7 @@ def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import galvae.fit as fitmod
-    from galvae.models.synthetic import synthetic_dataset
+    from galvae.prepare.synthetic import synthetic_dataset
     from galvae.select import select_grid
 
     real_fit, calls = fitmod.fit, []
