@@ -292,6 +292,7 @@ def _add_training_length_options(p) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .prepare.pipeline import PrepareConfig  # light: neither torch nor zarr
+    from .sources import download as dl
 
     parser = argparse.ArgumentParser(
         prog="galvae",
@@ -335,10 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the files (one sub-folder per plate)")
     p.add_argument("--zmax", type=float, default=0.1, help="keep 0 < z < ZMAX (default 0.1)")
     p.add_argument("--limit", type=int, default=None, help="fetch at most this many targets")
-    p.add_argument("--base-url", default="https://data.sdss.org/sas", help="SAS base URL")
-    p.add_argument("--release", default="dr17", help="data release folder (default dr17)")
-    p.add_argument("--run2d-sdss", default="26", help="run2d of SDSS-I/II plates (default 26)")
-    p.add_argument("--run2d-boss", default="v5_13_2", help="run2d of BOSS/eBOSS plates (default v5_13_2)")
+    p.add_argument("--base-url", default=dl.DEFAULT_BASE_URL, help="SAS base URL")
+    p.add_argument("--release", default=dl.DEFAULT_RELEASE, help=f"data release folder (default {dl.DEFAULT_RELEASE})")
+    p.add_argument("--run2d-sdss", default=dl.DEFAULT_RUN2D_SDSS,
+                   help=f"run2d of SDSS-I/II plates (default {dl.DEFAULT_RUN2D_SDSS})")
+    p.add_argument("--run2d-boss", default=dl.DEFAULT_RUN2D_BOSS,
+                   help=f"run2d of BOSS/eBOSS plates (default {dl.DEFAULT_RUN2D_BOSS})")
     p.add_argument("--workers", type=int, default=8, help="concurrent downloads (default 8)")
     p.add_argument("--retries", type=int, default=5, help="retries of a transient failure (default 5)")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in s (default 60)")
