@@ -23,7 +23,7 @@ from galvae.explain.attribution import (
 from galvae.explain.catalog import (
     percentile_of,
     raw_latents,
-    read_catalog,
+    read_latents,
     rotated_latents,
 )
 from galvae.explain.maps import binned_median, bins_for, latent_maps
@@ -269,7 +269,7 @@ def test_showcase_dims():
 def test_latent_catalogue_columns_and_values(run, dataset, model):
     from galvae import likelihood as lk
 
-    t = read_catalog(run["run"] / "analysis" / "latents.fits")
+    t = read_latents(run["run"] / "analysis" / "latents.fits")
     expected = ["id", "z", "sn_median", "split", "D1", "D2", "D3", "D4", *(f"mu_{j}" for j in range(1, 5)),
                 *(f"sigma_{j}" for j in range(1, 5)), "chi2_per_pixel", "ln_likelihood", "elbo", "n_good",
                 "elbo_percentile", "sn_bin", "outlier_percentile"]
@@ -410,7 +410,7 @@ def own_copy(run, tmp_path) -> Path:
 
 def test_encode_external_uses_the_same_basis(run, tmp_path):
     a = own_copy(run, tmp_path) / "analysis"
-    ref = read_catalog(a / "latents.fits")
+    ref = read_latents(a / "latents.fits")
     ext = encode_external(run["vae"], a, run["dataset"], out_path=tmp_path / "ext.fits", name="again")
     np.testing.assert_allclose(rotated_latents(ext), rotated_latents(ref), atol=1e-10)
     np.testing.assert_allclose(ext["chi2_per_pixel"], ref["chi2_per_pixel"])
