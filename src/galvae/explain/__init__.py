@@ -272,10 +272,10 @@ def explain(model_dir, dataset_path, out_dir, truth=None, cvae_dirs=(), seed: in
     t = time.perf_counter()
     from astropy.table import Table
 
-    from .catalog import latent_catalog, read_catalog, rotated_latents
+    from .catalog import latent_catalog, read_latents, rotated_latents
     if stamps.fresh("latents", base, out / "latents.fits", out / "rotation.json"):
         log.info("latents.fits is up to date")
-        latents, rotation = read_catalog(out / "latents.fits"), LatentRotation.load(out / "rotation.json")
+        latents, rotation = read_latents(out / "latents.fits"), LatentRotation.load(out / "rotation.json")
     else:
         latents, rotation = latent_catalog(model_dir, dataset, out / "latents.fits", progress=progress)
         rotation.save(out / "rotation.json")
@@ -555,11 +555,11 @@ def encode_external(model_dir, analysis_dir, dataset_path, out_path=None, name: 
     """Encode another dataset (e.g. real SDSS galaxies) with the model, in the analysis' D basis, with each
     ELBO as a percentile among the analysed dataset's test spectra; writes ``analysis/{name}_latents.fits``
     and an entry in summary.json (at most ``max_rows`` rows listed there). Returns the table."""
-    from .catalog import encode_with, read_catalog, write_fits
+    from .catalog import encode_with, read_latents, write_fits
 
     a = Path(analysis_dir)
     rotation = LatentRotation.load(a / "rotation.json")
-    ref = read_catalog(a / "latents.fits")
+    ref = read_latents(a / "latents.fits")
     test_elbo = np.asarray(ref["elbo"], dtype=np.float64)[np.asarray(ref["split"]).astype(str) == "test"]
     table = encode_with(model_dir, _open(dataset_path), rotation, reference=test_elbo)
     path = Path(out_path) if out_path else a / f"{name}_latents.fits"

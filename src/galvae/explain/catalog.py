@@ -55,8 +55,6 @@ def read_latents(path):
     return table
 
 
-read_catalog = read_latents  # TODO(issue16): the old name, until explain/__init__.py's imports move to read_latents
-
 
 def raw_latents(table) -> np.ndarray:
     """(N, d) posterior means from a catalogue's mu_1…mu_d columns."""
