@@ -397,6 +397,12 @@ def _wide(table, value: str, err: str | None, latents, properties, best_by: str 
     return rows, hl
 
 
+def _wide_table(table, value: str, err: str | None, latents, properties, first: str, best_by: str = "max") -> str:
+    """:func:`_wide` as an HTML table, ``first`` heading the property column."""
+    rows, hl = _wide(table, value, err, latents, properties, best_by)
+    return table_html([first, *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
+
+
 def latent_section(a: Path, summary: dict, rotation: dict) -> str:
     body = []
     ratios = rotation.get("explained_variance_ratio", [])
@@ -449,13 +455,11 @@ def information_section(a: Path, summary: dict) -> str:
     cat = mi[mi["source"] == "catalog"]
     props = list(dict.fromkeys(cat["property"]))
     if props:
-        rows, hl = _wide(cat, "mi", "mi_err", latents, props)
         body.append("<h3>Mutual information (nats), catalogue properties</h3>"
-                    + table_html(["property", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl))
+                    + _wide_table(cat, "mi", "mi_err", latents, props, "property"))
         crho = rho[rho["source"] == "catalog"]
-        rows, hl = _wide(crho, "rho", None, latents, props, best_by="abs")
         body.append("<h3>Spearman ρ, catalogue properties</h3>"
-                    + table_html(["property", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl))
+                    + _wide_table(crho, "rho", None, latents, props, "property", best_by="abs"))
     tracks = info.get("tracks") or []
     if tracks:
         body.append("<h3>What each latent tracks (catalogue)</h3>" + _tracks_table(tracks))
@@ -559,22 +563,16 @@ def truth_section(a: Path, summary: dict) -> str:
     props = list(dict.fromkeys(mi["property"]))
     agn = [p for p in AGN_TRUTH if p in props]
     if agn:  # the paper reads its D3 as AGN strength: shown, not folded away, when the mock has AGN
-        rows, hl = _wide(mi[np.isin(mi["property"], agn)], "mi", "mi_err", latents, agn)
-        rho_rows, rho_hl = _wide(rho[np.isin(rho["property"], agn)], "rho", None, latents, agn, best_by="abs")
         body.append("<h3>AGN strength</h3><p>The paper reads D3 as AGN strength. Mock truth: agn_oiii_frac, the "
                     "AGN's share of [O III]5007; agn_log_loiii, its L[O III] (AGN hosts only); agn_class, 0 none, "
                     "1 Seyfert, 2 LINER-like; bpt_o3hb, log [O III]/Hβ of all lines.</p>"
-                    + table_html(["MI (nats)", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
-                    + table_html(["Spearman ρ", *latents], rho_rows, num_cols=set(range(1, len(latents) + 1)),
-                                 best=rho_hl))
-    rows, hl = _wide(mi, "mi", "mi_err", latents, props)
+                    + _wide_table(mi[np.isin(mi["property"], agn)], "mi", "mi_err", latents, agn, "MI (nats)")
+                    + _wide_table(rho[np.isin(rho["property"], agn)], "rho", None, latents, agn, "Spearman ρ",
+                                  best_by="abs"))
     body.append("<details><summary>every true parameter: MI (nats)</summary>"
-                + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
-                + "</details>")
-    rows, hl = _wide(rho, "rho", None, latents, props, best_by="abs")
+                + _wide_table(mi, "mi", "mi_err", latents, props, "parameter") + "</details>")
     body.append("<details><summary>every true parameter: Spearman ρ</summary>"
-                + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
-                + "</details>")
+                + _wide_table(rho, "rho", None, latents, props, "parameter", best_by="abs") + "</details>")
     return section("truth", "Against the truth (mock)", "".join(body))
 
 
