@@ -294,6 +294,15 @@ def r2_figure(table, sources=("catalog", "truth")):
 # figures from the stored arrays
 # ---------------------------------------------------------------------------------------------------
 
+def _load_traversals(path):
+    """(wave, traversals, unobserved columns or None) stored by the driver in a traversals .npz."""
+    from .traversal import traversals_from_npz
+
+    with np.load(path) as f:
+        wave, travs = traversals_from_npz(f)
+        return wave, travs, (f["unobserved"] if "unobserved" in f.files else None)
+
+
 def draw_figures(analysis_dir) -> dict:
     """(Re)draw every figure of an analysis directory from its stored arrays; returns name → path.
 
@@ -309,7 +318,6 @@ def draw_figures(analysis_dir) -> dict:
     from .maps import maps_from_npz
     from .mutual_info import PROPERTIES
     from .rotation import LatentRotation
-    from .traversal import traversals_from_npz
 
     a = Path(analysis_dir)
     fig_dir = a / "figures"
@@ -324,9 +332,7 @@ def draw_figures(analysis_dir) -> dict:
         sub = [m for m in maps if (m.x_name, m.y_name) == pair]
         out[f"fig1_maps_{pair[0]}_{pair[1]}"] = save(latent_maps_figure(sub), fig_dir / f"fig1_maps_{pair[0]}_{pair[1]}.png")
 
-    with np.load(a / "traversals.npz") as f:
-        wave, travs = traversals_from_npz(f)
-        unobserved = f["unobserved"] if "unobserved" in f.files else None
+    wave, travs, unobserved = _load_traversals(a / "traversals.npz")
     out["fig3_traversals"] = save(traversals_figure(
         wave, travs, "Decoded spectra along each D_j (others at 0), steps of its standard deviation",
         unobserved=unobserved),
@@ -343,9 +349,7 @@ def draw_figures(analysis_dir) -> dict:
             fig_dir / "fig4_truth_mutual_information.png")
 
     if (a / "cvae_traversals.npz").exists() and summary.get("cvae", {}).get("models"):
-        with np.load(a / "cvae_traversals.npz") as f:
-            cwave, ctravs = traversals_from_npz(f)
-            cunobserved = f["unobserved"] if "unobserved" in f.files else None
+        cwave, ctravs, cunobserved = _load_traversals(a / "cvae_traversals.npz")
         out["fig5_cvae_traversals"] = save(traversals_figure(
             cwave, ctravs, "CVAE spectra with z = 0, one condition at the 5–95th training percentiles",
             with_model=True, unobserved=cunobserved),

@@ -155,6 +155,12 @@ def figure_html(path, number: str, caption: str, alt: str = "") -> str:
             f"<figcaption>{lead}{esc(caption)}</figcaption></figure>")
 
 
+def captioned_figure(a: Path, key: str) -> str:
+    """The analysis figure ``key`` with its :data:`FIGURE_CAPTIONS` entry; "" when it was not drawn."""
+    p = a / "figures" / f"{key}.png"
+    return figure_html(p, *FIGURE_CAPTIONS[key]) if p.exists() else ""
+
+
 def section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
 
@@ -428,12 +434,7 @@ def latent_section(a: Path, summary: dict, rotation: dict) -> str:
 
 
 def traversal_section(a: Path) -> str:
-    body = []
-    for key in ("fig3_traversals", "fig5_cvae_traversals"):
-        p = a / "figures" / f"{key}.png"
-        if p.exists():
-            number, caption = FIGURE_CAPTIONS[key]
-            body.append(figure_html(p, number, caption))
+    body = [f for f in (captioned_figure(a, key) for key in ("fig3_traversals", "fig5_cvae_traversals")) if f]
     return section("traversals", "What each latent does to a spectrum", "".join(body)) if body else ""
 
 
@@ -449,9 +450,7 @@ def information_section(a: Path, summary: dict) -> str:
              f"spectra (split: <b>{esc(info.get('split', '?'))}</b>); ± is the {esc(info.get('uncertainty', ''))} "
              "(the half-sample spread estimates the full-sample standard error). Spearman ρ on the same rows. "
              "Bold: the latent that carries the most about each property.</p>")]
-    p = a / "figures" / "fig4_mutual_information.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["fig4_mutual_information"]))
+    body.append(captioned_figure(a, "fig4_mutual_information"))
     cat = mi[mi["source"] == "catalog"]
     props = list(dict.fromkeys(cat["property"]))
     if props:
@@ -521,9 +520,7 @@ def r2_section(a: Path, summary: dict) -> str:
     if verdicts:
         body.append(f"<p>VAE ≥ baseline (k-NN, catalogue) in <b>{met} of {len(verdicts)}</b> "
                     "(property, baseline) pairs; the differences are paired over the same bootstrap draws.</p>")
-    p = a / "figures" / "latent_information.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["latent_information"]))
+    body.append(captioned_figure(a, "latent_information"))
     cat = table[table["source"] == "catalog"]
     if len(cat):
         body.append("<h3>k-NN (k = 16), catalogue properties</h3>" + _r2_table(cat, "knn", anchor=True))
@@ -554,9 +551,7 @@ def truth_section(a: Path, summary: dict) -> str:
         return ""
     body = [("<p>On a mock survey the true generating parameters of every galaxy are known. For each latent, "
              "the true parameter it shares the most information with:</p>"), _tracks_table(truth["tracks"])]
-    p = a / "figures" / "fig4_truth_mutual_information.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["fig4_truth_mutual_information"]))
+    body.append(captioned_figure(a, "fig4_truth_mutual_information"))
     mi, rho = Table.read(a / "mi.ecsv"), Table.read(a / "spearman.ecsv")
     mi, rho = mi[mi["source"] == "truth"], rho[rho["source"] == "truth"]
     latents = summary.get("latent_names") or list(dict.fromkeys(mi["latent"]))
@@ -592,9 +587,7 @@ def attribution_section(a: Path, summary: dict) -> str:
              f"{fmt(shap.get('n_explained'))} test spectra; both drawn in bins of stellar mass. Panels A and B "
              f"show {esc(dims)} for galaxy {esc(shap.get('showcase_id', '?'))} "
              "(the explained galaxy furthest from the background mean in those latents).</p>")]
-    p = a / "figures" / "fig6_shap.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["fig6_shap"]))
+    body.append(captioned_figure(a, "fig6_shap"))
     body.append("<h3>Fidelity " + pill + "</h3>"
                 "<p>The SHAP values of a spectrum must add up to its D_j minus the background's mean D_j.</p>"
                 + kv_table([("measured max relative error", fmt(fid.get("max_relative_error"), 3)),
