@@ -56,7 +56,7 @@ from galvae.fit import (
     split_data,
 )
 from galvae.models.conditions import ConditionSet
-from galvae.models.synthetic import synthetic_dataset
+from galvae.prepare.synthetic import synthetic_dataset
 from galvae.models.vae import VAE, ModelConfig, count_parameters, vae_loss
 
 log = logging.getLogger("bench_train")

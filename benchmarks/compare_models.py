@@ -204,7 +204,7 @@ def main(argv=None) -> None:
                 p.error("--snr-factor needs --mock (the noiseless models)")
             dataset = with_snr_factor(dataset, Path(args.mock), args.snr_factor)
     else:
-        from galvae.models.synthetic import synthetic_dataset
+        from galvae.prepare.synthetic import synthetic_dataset
 
         dataset = synthetic_dataset(args.synthetic, args.n_pix, seed=args.seed)
     out = Path(args.out)

@@ -7,7 +7,7 @@ parameter combinations per m (``VARY``: "2a", "2b", … one of each pair with ``
 The chosen d of each criterion is compared with m:
 
 * ``bic_one_se``  the recommended rule: the smallest d within one paired standard error of the lowest
-                  mean BIC (BIC at each spectrum's maximum-likelihood latent; galvae.select.report);
+                  mean BIC (BIC at each spectrum's maximum-likelihood latent; galvae.select.choice);
 * ``bic``         the paper's: lowest mean test BIC;  ``bic_amortized``: the same at the posterior mean;
 * ``bic_best_restart``: lowest BIC of each d's best-validation seed;
 * ``elbo``, ``iwae``: highest mean test ELBO / importance-weighted bound on ln p(x);
@@ -78,7 +78,7 @@ CRITERIA = ("bic_one_se", "bic", "bic_amortized", "bic_best_restart", "iwae", "e
 
 def curves(table) -> dict:
     """Per d: each criterion's value (mean over seeds, and the best-validation seed's) and its seed spread."""
-    from galvae.select.report import model_groups
+    from galvae.select.choice import model_groups
 
     out = {}
     for column in ("bic_mean", "bic_amortized_mean", "refine_gap", "elbo_mean", "iwae_mean", "ln_l_mean",

@@ -215,7 +215,7 @@ def test_a_truncated_checkpoint_names_the_file_and_a_rerun_trains_afresh(tmp_pat
 
     from galvae.fit import CHECKPOINT, fit
     from galvae.models import load_weights, weights_path
-    from galvae.models.synthetic import synthetic_dataset
+    from galvae.prepare.synthetic import synthetic_dataset
 
     data = synthetic_dataset(300, 96, seed=3)
     fast = dict(latent_dim=2, epochs=4, batch_size=64, progress=False, seed=1)
@@ -291,7 +291,7 @@ def test_training_on_a_full_disk_stops_clearly_and_resumes_to_the_same_model(tmp
 
     from galvae.fit import fit
     from galvae.models import load_weights, weights_path
-    from galvae.models.synthetic import synthetic_dataset
+    from galvae.prepare.synthetic import synthetic_dataset
 
     data = synthetic_dataset(300, 96, seed=3)
     fast = dict(latent_dim=2, epochs=4, batch_size=64, progress=False, seed=1)

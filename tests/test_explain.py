@@ -7,6 +7,7 @@ the unit tests of the estimators use data whose answer is known.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from galvae.explain.attribution import (
 from galvae.explain.catalog import (
     percentile_of,
     raw_latents,
-    read_catalog,
+    read_latents,
     rotated_latents,
 )
 from galvae.explain.maps import binned_median, bins_for, latent_maps
@@ -268,7 +269,7 @@ def test_showcase_dims():
 def test_latent_catalogue_columns_and_values(run, dataset, model):
     from galvae import likelihood as lk
 
-    t = read_catalog(run["run"] / "analysis" / "latents.fits")
+    t = read_latents(run["run"] / "analysis" / "latents.fits")
     expected = ["id", "z", "sn_median", "split", "D1", "D2", "D3", "D4", *(f"mu_{j}" for j in range(1, 5)),
                 *(f"sigma_{j}" for j in range(1, 5)), "chi2_per_pixel", "ln_likelihood", "elbo", "n_good",
                 "elbo_percentile", "sn_bin", "outlier_percentile"]
@@ -399,9 +400,17 @@ def test_mi_rows_maps_and_figures_follow_this_analysis(run, dataset, tmp_path):
     assert {p.stem for p in (a / "figures").glob("*.png")} == set(second.figures)
 
 
+def own_copy(run, tmp_path) -> Path:
+    """A copy of the shared run's folder (file times kept) for a test that writes into it: the
+    module-scoped ``run`` stays as ``build_run`` left it, whatever order the tests run in."""
+    import shutil
+
+    return Path(shutil.copytree(run["run"], tmp_path / "run"))
+
+
 def test_encode_external_uses_the_same_basis(run, tmp_path):
-    a = run["run"] / "analysis"
-    ref = read_catalog(a / "latents.fits")
+    a = own_copy(run, tmp_path) / "analysis"
+    ref = read_latents(a / "latents.fits")
     ext = encode_external(run["vae"], a, run["dataset"], out_path=tmp_path / "ext.fits", name="again")
     np.testing.assert_allclose(rotated_latents(ext), rotated_latents(ref), atol=1e-10)
     np.testing.assert_allclose(ext["chi2_per_pixel"], ref["chi2_per_pixel"])
@@ -411,15 +420,17 @@ def test_encode_external_uses_the_same_basis(run, tmp_path):
     assert entry["chi2_per_pixel_median"] == pytest.approx(np.median(ref["chi2_per_pixel"]))
 
 
-def test_explain_rerun_skips_finished_parts(run):
-    a = run["run"] / "analysis"
+def test_explain_rerun_skips_finished_parts(run, tmp_path):
+    out = own_copy(run, tmp_path)
+    a = out / "analysis"
     before = {n: (a / n).stat().st_mtime_ns for n in ("latents.fits", "mi.ecsv", "shap.npz")}
-    again = explain(run["vae"], run["dataset"], run["run"], truth=None, cvae_dirs=(), figures=False, **FAST_EXPLAIN)
+    again = explain(run["vae"], run["dataset"], out, truth=None, cvae_dirs=(), figures=False, **FAST_EXPLAIN)
     after = {n: (a / n).stat().st_mtime_ns for n in ("latents.fits", "shap.npz")}
     assert after == {k: before[k] for k in after}  # encoding and SHAP were not redone
     assert (a / "mi.ecsv").stat().st_mtime_ns != before["mi.ecsv"]  # no truth now: MI recomputed
     assert "truth" not in again.summary
-    # put the truth back for the other tests' view of the analysis
     from astropy.table import Table
 
     assert set(Table.read(a / "mi.ecsv")["source"]) == {"catalog"}
+    # the shared run was not touched: its MI still has the truth's rows
+    assert "truth" in set(Table.read(run["run"] / "analysis" / "mi.ecsv")["source"])

@@ -16,7 +16,7 @@ import galvae.fit as fitmod
 from galvae import likelihood as lk
 from galvae.fit import encode_dataset, fit, fit_pca
 from galvae.models import PCA, TrainedVAE, load_model, load_weights, weights_path
-from galvae.models.synthetic import synthetic_dataset
+from galvae.prepare.synthetic import synthetic_dataset
 
 N, P = 600, 256
 FAST = {"epochs": 6, "batch_size": 64, "lr": 2e-3, "progress": False, "patience": 50}
@@ -120,7 +120,7 @@ def test_same_seed_gives_identical_weights(data, tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from galvae.fit import fit
-    from galvae.models.synthetic import synthetic_dataset
+    from galvae.prepare.synthetic import synthetic_dataset
 
     def crash(epoch, row):
         if epoch == int(sys.argv[2]):

@@ -15,7 +15,7 @@ from galvae.explain.predictive import (
     r2_score,
     verdict,
 )
-from galvae.models.synthetic import synthetic_dataset
+from galvae.prepare.synthetic import synthetic_dataset
 
 
 def test_knn_reads_a_curved_property_that_a_linear_fit_misses():

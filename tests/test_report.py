@@ -31,7 +31,7 @@ def fake_select(root: Path) -> Path:
 
     s = root / "select"
     (s / "figures").mkdir(parents=True)
-    # the columns and keys the select stage writes (galvae.select.grid.COLUMNS, select.report.describe)
+    # the columns and keys the select stage writes (galvae.select.grid.COLUMNS, select.choice.describe)
     grid = Table({"d": [2, 3, 4, 4, 4], "conditions": ["vae", "vae", "vae", "vae", "logmstar"],
                   "seed": [0, 0, 0, 1, 0], "k": [2, 3, 4, 4, 5],
                   "bic_mean": [1012.25, 987.5, 951.125, 953.5, 960.75],

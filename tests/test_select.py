@@ -13,7 +13,7 @@ import torch
 
 import galvae.fit as fitmod
 from galvae import likelihood as lk
-from galvae.models.synthetic import synthetic_dataset
+from galvae.prepare.synthetic import synthetic_dataset
 from galvae.select import comparable_view, parse_conditions, parse_latent, select_grid
 from galvae.select.cells import Cell, all_condition_sets
 from galvae.select.evaluate import active_dimensions, load_scores
@@ -100,6 +100,15 @@ def test_a_grid_whose_condition_no_spectrum_has_stops_before_its_first_cell(data
     # without metallicity the grid uses every galaxy with the other conditions
     r = select_grid(no_oh, tmp_path / "g2", **dict(GRID, latent=1, conditions="none"), needed=("logmstar",))
     assert r.n_done == 1 and r.table.meta["dropped_by_condition"]["logmstar"]["total"] > 0
+
+
+def test_a_misspelled_training_option_is_one_error_before_the_grid_starts(data, tmp_path):
+    with pytest.raises(TypeError, match=r"\['pateince'\]") as err:
+        select_grid(data, tmp_path / "g", **GRID, pateince=3)
+    assert "patience" in str(err.value)  # the options it does take are listed
+    with pytest.raises(TypeError, match="seed"):  # set per cell by the grid itself
+        select_grid(data, tmp_path / "g", **GRID, seed=1)
+    assert not (tmp_path / "g").exists()  # no cell was started, no grid.json written
 
 
 def test_active_dimensions_counts_varying_latents():
@@ -229,7 +238,7 @@ def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import galvae.fit as fitmod
-    from galvae.models.synthetic import synthetic_dataset
+    from galvae.prepare.synthetic import synthetic_dataset
     from galvae.select import select_grid
 
     real_fit, calls = fitmod.fit, []
@@ -420,7 +429,7 @@ def _fake_grid(tmp_path, means_by_d: dict, noise: dict, n: int = 400, seeds=(0, 
 
 
 def test_one_standard_error_rule_keeps_the_smallest_model_within_one_paired_error(tmp_path):
-    from galvae.select.report import one_se_choice, paired_steps
+    from galvae.select.choice import one_se_choice, paired_steps
 
     # d = 3 is lower than d = 2 by 0.05, below the paired error (±5 per spectrum over 400: 0.25);
     # d = 2 beats d = 1 by 30, far above it

@@ -291,6 +291,9 @@ def _add_training_length_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .prepare.pipeline import PrepareConfig  # light: neither torch nor zarr
+    from .sources import download as dl
+
     parser = argparse.ArgumentParser(
         prog="galvae",
         description="Informative latent variables of galaxy spectra: read, prepare, fit, select, explain.",
@@ -333,10 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the files (one sub-folder per plate)")
     p.add_argument("--zmax", type=float, default=0.1, help="keep 0 < z < ZMAX (default 0.1)")
     p.add_argument("--limit", type=int, default=None, help="fetch at most this many targets")
-    p.add_argument("--base-url", default="https://data.sdss.org/sas", help="SAS base URL")
-    p.add_argument("--release", default="dr17", help="data release folder (default dr17)")
-    p.add_argument("--run2d-sdss", default="26", help="run2d of SDSS-I/II plates (default 26)")
-    p.add_argument("--run2d-boss", default="v5_13_2", help="run2d of BOSS/eBOSS plates (default v5_13_2)")
+    p.add_argument("--base-url", default=dl.DEFAULT_BASE_URL, help="SAS base URL")
+    p.add_argument("--release", default=dl.DEFAULT_RELEASE, help=f"data release folder (default {dl.DEFAULT_RELEASE})")
+    p.add_argument("--run2d-sdss", default=dl.DEFAULT_RUN2D_SDSS,
+                   help=f"run2d of SDSS-I/II plates (default {dl.DEFAULT_RUN2D_SDSS})")
+    p.add_argument("--run2d-boss", default=dl.DEFAULT_RUN2D_BOSS,
+                   help=f"run2d of BOSS/eBOSS plates (default {dl.DEFAULT_RUN2D_BOSS})")
     p.add_argument("--workers", type=int, default=8, help="concurrent downloads (default 8)")
     p.add_argument("--retries", type=int, default=5, help="retries of a transient failure (default 5)")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in s (default 60)")
@@ -359,20 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_mock)
 
+    pc = PrepareConfig()
     p = sub.add_parser("prepare", help="spectrum files (+ catalogue) → dataset.zarr (rest frame, masks, fill, splits)")
     p.add_argument("--spectra", nargs="+", required=True, help="a folder (every *.fits / *.fits.gz below it is tried), or files")
     p.add_argument("--catalog", help="GSWLC-2 or specObj catalogue with the galaxies' properties")
     p.add_argument("--out", required=True, help="the dataset, e.g. dataset.zarr")
-    p.add_argument("--zmax", type=float, default=0.1, help="keep 0 < z < ZMAX (default 0.1)")
-    p.add_argument("--min-sn", type=float, default=None, help="floor on the median S/N per pixel")
-    p.add_argument("--max-bad-fraction", type=float, default=0.3,
-                   help="reject spectra with more bad rest-frame pixels than this (default 0.3)")
-    p.add_argument("--n-pix", type=int, default=4000, help="rest-frame pixels (default 4000)")
-    p.add_argument("--wave-min", type=float, default=3400.0, help="Å (default 3400)")
-    p.add_argument("--wave-max", type=float, default=8400.0, help="Å (default 8400)")
-    p.add_argument("--components", type=int, default=10, help="gappy-PCA eigenspectra (default 10)")
-    p.add_argument("--iterations", type=int, default=10, help="gappy-PCA iterations (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    # every default is PrepareConfig's own (one home); the options name its fields
+    p.add_argument("--zmax", type=float, default=pc.zmax, help=f"keep 0 < z < ZMAX (default {pc.zmax:g})")
+    p.add_argument("--min-sn", type=float, default=pc.min_sn, help="floor on the median S/N per pixel")
+    p.add_argument("--max-bad-fraction", type=float, default=pc.max_bad_fraction,
+                   help=f"reject spectra with more bad rest-frame pixels than this (default {pc.max_bad_fraction:g})")
+    p.add_argument("--n-pix", type=int, default=pc.n_pix, help=f"rest-frame pixels (default {pc.n_pix})")
+    p.add_argument("--wave-min", type=float, default=pc.wave_min, help=f"Å (default {pc.wave_min:g})")
+    p.add_argument("--wave-max", type=float, default=pc.wave_max, help=f"Å (default {pc.wave_max:g})")
+    p.add_argument("--components", type=int, default=pc.n_components,
+                   help=f"gappy-PCA eigenspectra (default {pc.n_components})")
+    p.add_argument("--iterations", type=int, default=pc.n_iter, help=f"gappy-PCA iterations (default {pc.n_iter})")
+    p.add_argument("--seed", type=int, default=pc.seed)
     _add_dask_options(p)
     p.add_argument("--strict", action="store_true", help="exit 1 if any spectrum was rejected")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

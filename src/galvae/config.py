@@ -20,6 +20,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .prepare.pipeline import PrepareConfig
+
+_PREPARE = PrepareConfig()  # prepare's defaults live in PrepareConfig alone
+
 
 @dataclass
 class MockSection:
@@ -30,13 +34,18 @@ class MockSection:
 
 @dataclass
 class PrepareSection:
-    zmax: float = 0.1
-    n_pix: int = 4000
-    wave_min: float = 3400.0
-    wave_max: float = 8400.0
-    max_bad_fraction: float = 0.3
-    n_components: int = 10
-    n_iter: int = 10
+    """The fields of :class:`PrepareConfig` a run configuration may set; the others keep their defaults."""
+
+    zmax: float = _PREPARE.zmax
+    n_pix: int = _PREPARE.n_pix
+    wave_min: float = _PREPARE.wave_min
+    wave_max: float = _PREPARE.wave_max
+    max_bad_fraction: float = _PREPARE.max_bad_fraction
+    n_components: int = _PREPARE.n_components
+    n_iter: int = _PREPARE.n_iter
+
+    def to_config(self) -> PrepareConfig:
+        return replace(_PREPARE, **asdict(self))
 
 
 @dataclass

@@ -562,7 +562,7 @@ def _finish(out: Path, dataset, model, config, cset, keep, state: TrainState, st
             score_test: bool = True) -> Path:
     """The model (at its best weights) → weights file; test metrics → metrics.json; remove the training files."""
     wpath = save_weights(out, model.state_dict())
-    k = config["model"]["latent_dim"] + len(cset)
+    k = lk.n_parameters(config["model"]["latent_dim"], len(cset))
     if score_test:
         test = split_data(dataset, split_rows(dataset, "test", keep), cset, dev, resident_gb=0)  # streamed
         metrics = _test_metrics(model, test, k, config["training"]["seed"], autocast_dtype)

@@ -3,15 +3,9 @@
 Every function takes NumPy arrays or torch tensors (the last axis is pixels or latent dimensions) and
 returns the same kind, so the trainer, ``select`` and ``explain`` use literally the same formulas.
 
-Definitions, per spectrum i with flux x, model x̂ and inverse variance w (0 at bad or filled pixels):
+Definitions, per spectrum i with flux x, model x̂ and inverse variance w (0 at bad or filled pixels),
+are held in :data:`DEFINITIONS` (the report prints the same lines) and appended below:
 
-    χ²_i            = Σ_p w_p (x_p − x̂_p)²                       (bad pixels have w = 0 and drop out)
-    ln L_i          = Σ_{p: w_p > 0} −½ [w_p (x_p − x̂_p)² − ln w_p + ln 2π]
-    χ²/pixel        = χ²_i / P_i,  P_i = number of good pixels (w > 0)
-    KL_i            = ½ Σ_j (μ_j² + σ_j² − ln σ_j² − 1)          (to N(0, I), summed over latent dims)
-    ELBO_i          = E_q[ln L_i] − β KL_i                        (β = 1 is the ELBO proper)
-    BIC_i           = k ln P_i − 2 ln L_i,  k = d + number of conditions, L_i at the posterior mean
-    MSE_i           = mean_p (x_p − x̂_p)²   over all pixels, filled ones too: the paper's fixed-σ loss
 """
 
 from __future__ import annotations
@@ -19,6 +13,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+#: Each quantity's formula, per spectrum i: written once, shown in this module's docstring and the report.
+DEFINITIONS = {
+    "χ²_i": "Σ_p w_p (x_p − x̂_p)²                       (bad pixels have w = 0 and drop out)",
+    "ln L_i": "Σ_{p: w_p > 0} −½ [w_p (x_p − x̂_p)² − ln w_p + ln 2π]",
+    "χ²/pixel": "χ²_i / P_i,  P_i = number of good pixels (w > 0)",
+    "KL_i": "½ Σ_j (μ_j² + σ_j² − ln σ_j² − 1)          (to N(0, I), summed over latent dims)",
+    "ELBO_i": "E_q[ln L_i] − β KL_i                        (β = 1 is the ELBO proper)",
+    "BIC_i": "k ln P_i − 2 ln L_i,  k = d + number of conditions, L_i at the posterior mean",
+    "MSE_i": "mean_p (x_p − x̂_p)²   over all pixels, filled ones too: the paper's fixed-σ loss",
+}
+
+
+def definition_lines(names=None) -> list[str]:
+    """``name = formula`` lines of :data:`DEFINITIONS` (all, or those of ``names``, in this order)."""
+    return [f"{name:<16}= {DEFINITIONS[name]}" for name in (DEFINITIONS if names is None else names)]
+
+
+__doc__ += "".join(f"    {line}\n" for line in definition_lines())
 
 LN_2PI = math.log(2.0 * math.pi)
 
@@ -97,6 +110,11 @@ def kl_divergence(mu, logvar):
 def elbo(expected_ln_likelihood, kl, beta: float = 1.0):
     """ELBO per spectrum: E_q[ln L] − β KL (nats); β = 1 gives the evidence lower bound proper."""
     return expected_ln_likelihood - beta * kl
+
+
+def n_parameters(latent_dim: int, n_conditions: int) -> int:
+    """BIC's k, the paper's number of parameters: latent dimensions plus conditions."""
+    return int(latent_dim) + int(n_conditions)
 
 
 def bic(ln_like, k: int, n_good_pixels):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._atomic import write_text
 from .config import RunConfig
-from .select.report import lowest_val_loss
+from .select.choice import lowest_val_loss
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def single_condition_cells(table, cells_dir: Path) -> list[Path]:
 def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
     """Run every stage into ``out_dir``; return the report's path."""
     from .explain import explain
-    from .prepare import PrepareConfig, open_dataset, prepare_dataset
+    from .prepare import open_dataset, prepare_dataset
     from .report.html import write_report
     from .select import conditions_needed, parse_conditions, parse_latent, select_grid
 
@@ -122,12 +122,8 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
         with _stage("source", timings):
             spectra, catalog, truth = source_inputs(cfg, out, progress)
         with _stage("prepare", timings):
-            p = cfg.prepare
-            prepared = prepare_dataset(
-                spectra, data, catalog=catalog, progress=progress, **dask,
-                config=PrepareConfig(zmax=p.zmax, n_pix=p.n_pix, wave_min=p.wave_min, wave_max=p.wave_max,
-                                     max_bad_fraction=p.max_bad_fraction, n_components=p.n_components,
-                                     n_iter=p.n_iter))
+            prepared = prepare_dataset(spectra, data, catalog=catalog, progress=progress, **dask,
+                                       config=cfg.prepare.to_config())
             log.info("%s", prepared.summary())
     with _stage("select", timings):
         s = cfg.select

@@ -44,13 +44,16 @@ def with_plain_ids(dataset):
     return dataclasses.replace(dataset, props=props)
 
 
-def read_catalog(path):
-    """A latent catalogue read back from FITS, its string columns (id, split) as str, not bytes."""
+def read_latents(path):
+    """A latent catalogue (``latents.fits``) read back, its string columns (id, split) as str, not bytes.
+
+    Not :func:`galvae.sources.catalogs.read_catalog`, which reads a property catalogue."""
     from astropy.table import Table
 
     table = Table.read(path)
     table.convert_bytestring_to_unicode()
     return table
+
 
 
 def raw_latents(table) -> np.ndarray:

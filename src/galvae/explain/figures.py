@@ -288,3 +288,95 @@ def r2_figure(table, sources=("catalog", "truth")):
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, frameon=False, fontsize=8, loc="outside upper center", ncol=len(models))
         return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures from the stored arrays
+# ---------------------------------------------------------------------------------------------------
+
+def _load_traversals(path):
+    """(wave, traversals, unobserved columns or None) stored by the driver in a traversals .npz."""
+    from .traversal import traversals_from_npz
+
+    with np.load(path) as f:
+        wave, travs = traversals_from_npz(f)
+        return wave, travs, (f["unobserved"] if "unobserved" in f.files else None)
+
+
+def draw_figures(analysis_dir) -> dict:
+    """(Re)draw every figure of an analysis directory from its stored arrays; returns name → path.
+
+    Names: fig1_maps_D1_D2 (and the other pairs), fig3_traversals, fig4_mutual_information,
+    fig4_truth_mutual_information (mocks), fig5_cvae_traversals (with CVAEs), fig6_shap,
+    latent_information (with r2.ecsv), explained_variance. Columns no spectrum observed are shaded.
+    """
+    import json
+
+    from astropy.table import Table
+
+    from .attribution import load_shap, showcase_dims
+    from .maps import maps_from_npz
+    from .mutual_info import PROPERTIES
+    from .rotation import LatentRotation
+
+    a = Path(analysis_dir)
+    fig_dir = a / "figures"
+    summary = json.loads((a / "summary.json").read_text()) if (a / "summary.json").exists() else {}
+    rotation = LatentRotation.load(a / "rotation.json")
+    names = rotation.names
+    out = {}
+
+    with np.load(a / "maps.npz") as f:
+        maps = maps_from_npz(f)
+    for pair in dict.fromkeys((m.x_name, m.y_name) for m in maps):
+        sub = [m for m in maps if (m.x_name, m.y_name) == pair]
+        out[f"fig1_maps_{pair[0]}_{pair[1]}"] = save(latent_maps_figure(sub), fig_dir / f"fig1_maps_{pair[0]}_{pair[1]}.png")
+
+    wave, travs, unobserved = _load_traversals(a / "traversals.npz")
+    out["fig3_traversals"] = save(traversals_figure(
+        wave, travs, "Decoded spectra along each D_j (others at 0), steps of its standard deviation",
+        unobserved=unobserved),
+        fig_dir / "fig3_traversals.png")
+
+    mi = Table.read(a / "mi.ecsv")
+    order = [p for p in PROPERTIES if np.any((mi["property"] == p) & (mi["source"] == "catalog"))]
+    out["fig4_mutual_information"] = save(mutual_information_figure(
+        mi, order, "catalog", "Mutual information between catalogue properties and D_j"),
+        fig_dir / "fig4_mutual_information.png")
+    if np.any(mi["source"] == "truth"):
+        out["fig4_truth_mutual_information"] = save(mutual_information_figure(
+            mi, None, "truth", "Mutual information between the mock's true parameters and D_j"),
+            fig_dir / "fig4_truth_mutual_information.png")
+
+    if (a / "cvae_traversals.npz").exists() and summary.get("cvae", {}).get("models"):
+        cwave, ctravs, cunobserved = _load_traversals(a / "cvae_traversals.npz")
+        out["fig5_cvae_traversals"] = save(traversals_figure(
+            cwave, ctravs, "CVAE spectra with z = 0, one condition at the 5–95th training percentiles",
+            with_model=True, unobserved=cunobserved),
+            fig_dir / "fig5_cvae_traversals.png")
+
+    result, swave, ids, flux = load_shap(a / "shap.npz")
+    dims = showcase_dims(rotation.n_components)
+    k = int(summary.get("shap", {}).get("showcase_index", 0))
+    spectrum = flux[k] if len(flux) > k else None
+    filled = result.filled[k] if result.filled is not None else None
+    out["fig6_shap"] = save(shap_figure(swave, result.values[k], spectrum, dims, result.mean_abs(),
+                                            galaxy=str(ids[k]), latent_names=names, filled=filled,
+                                            unobserved=result.unobserved), fig_dir / "fig6_shap.png")
+    if (a / "unusual.npz").exists():
+        from .unusual import unusual_figure
+
+        with np.load(a / "unusual.npz") as f:
+            arrays = {k: f[k] for k in f.files}
+        if len(arrays["id"]):
+            out["unusual_spectra"] = save(unusual_figure(arrays), fig_dir / "unusual_spectra.png")
+    r2 = Table.read(a / "r2.ecsv") if (a / "r2.ecsv").exists() else []
+    if len(r2):
+        out["latent_information"] = save(r2_figure(r2), fig_dir / "latent_information.png")
+    out["explained_variance"] = save(explained_variance_figure(rotation.explained_variance_ratio_, names),
+                                       fig_dir / "explained_variance.png")
+    drawn = {Path(v).name for v in out.values()}
+    for stale in fig_dir.glob("*.png"):  # from an earlier analysis in this folder (another model, other pairs)
+        if stale.name not in drawn:
+            stale.unlink()
+    return {k: Path(v) for k, v in out.items()}

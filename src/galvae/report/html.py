@@ -155,6 +155,12 @@ def figure_html(path, number: str, caption: str, alt: str = "") -> str:
             f"<figcaption>{lead}{esc(caption)}</figcaption></figure>")
 
 
+def captioned_figure(a: Path, key: str) -> str:
+    """The analysis figure ``key`` with its :data:`FIGURE_CAPTIONS` entry; "" when it was not drawn."""
+    p = a / "figures" / f"{key}.png"
+    return figure_html(p, *FIGURE_CAPTIONS[key]) if p.exists() else ""
+
+
 def section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
 
@@ -164,17 +170,16 @@ def section(anchor: str, title: str, body: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 def likelihood_definitions() -> str:
-    """The definitions block of :mod:`galvae.likelihood`'s docstring (ln L, χ²/pixel, KL, ELBO, BIC)."""
+    """The definitions of :data:`galvae.likelihood.DEFINITIONS` the report shows (ln L, χ²/pixel, KL, ELBO, BIC)."""
     from .. import likelihood
 
-    lines = [ln.strip() for ln in (likelihood.__doc__ or "").splitlines()]
-    keep = [ln for ln in lines if ln.split(" ")[0] in ("χ²_i", "ln", "χ²/pixel", "KL_i", "ELBO_i", "BIC_i")]
-    return "\n".join(keep)
+    return "\n".join(likelihood.definition_lines(("χ²_i", "ln L_i", "χ²/pixel", "KL_i", "ELBO_i", "BIC_i")))
 
 
 def bic_definition() -> str:
-    lines = [ln for ln in likelihood_definitions().splitlines() if ln.startswith(("BIC_i", "ln L_i"))]
-    return "\n".join(lines)
+    from .. import likelihood
+
+    return "\n".join(likelihood.definition_lines(("ln L_i", "BIC_i")))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -398,6 +403,12 @@ def _wide(table, value: str, err: str | None, latents, properties, best_by: str 
     return rows, hl
 
 
+def _wide_table(table, value: str, err: str | None, latents, properties, first: str, best_by: str = "max") -> str:
+    """:func:`_wide` as an HTML table, ``first`` heading the property column."""
+    rows, hl = _wide(table, value, err, latents, properties, best_by)
+    return table_html([first, *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
+
+
 def latent_section(a: Path, summary: dict, rotation: dict) -> str:
     body = []
     ratios = rotation.get("explained_variance_ratio", [])
@@ -423,12 +434,7 @@ def latent_section(a: Path, summary: dict, rotation: dict) -> str:
 
 
 def traversal_section(a: Path) -> str:
-    body = []
-    for key in ("fig3_traversals", "fig5_cvae_traversals"):
-        p = a / "figures" / f"{key}.png"
-        if p.exists():
-            number, caption = FIGURE_CAPTIONS[key]
-            body.append(figure_html(p, number, caption))
+    body = [f for f in (captioned_figure(a, key) for key in ("fig3_traversals", "fig5_cvae_traversals")) if f]
     return section("traversals", "What each latent does to a spectrum", "".join(body)) if body else ""
 
 
@@ -444,19 +450,15 @@ def information_section(a: Path, summary: dict) -> str:
              f"spectra (split: <b>{esc(info.get('split', '?'))}</b>); ± is the {esc(info.get('uncertainty', ''))} "
              "(the half-sample spread estimates the full-sample standard error). Spearman ρ on the same rows. "
              "Bold: the latent that carries the most about each property.</p>")]
-    p = a / "figures" / "fig4_mutual_information.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["fig4_mutual_information"]))
+    body.append(captioned_figure(a, "fig4_mutual_information"))
     cat = mi[mi["source"] == "catalog"]
     props = list(dict.fromkeys(cat["property"]))
     if props:
-        rows, hl = _wide(cat, "mi", "mi_err", latents, props)
         body.append("<h3>Mutual information (nats), catalogue properties</h3>"
-                    + table_html(["property", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl))
+                    + _wide_table(cat, "mi", "mi_err", latents, props, "property"))
         crho = rho[rho["source"] == "catalog"]
-        rows, hl = _wide(crho, "rho", None, latents, props, best_by="abs")
         body.append("<h3>Spearman ρ, catalogue properties</h3>"
-                    + table_html(["property", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl))
+                    + _wide_table(crho, "rho", None, latents, props, "property", best_by="abs"))
     tracks = info.get("tracks") or []
     if tracks:
         body.append("<h3>What each latent tracks (catalogue)</h3>" + _tracks_table(tracks))
@@ -518,9 +520,7 @@ def r2_section(a: Path, summary: dict) -> str:
     if verdicts:
         body.append(f"<p>VAE ≥ baseline (k-NN, catalogue) in <b>{met} of {len(verdicts)}</b> "
                     "(property, baseline) pairs; the differences are paired over the same bootstrap draws.</p>")
-    p = a / "figures" / "latent_information.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["latent_information"]))
+    body.append(captioned_figure(a, "latent_information"))
     cat = table[table["source"] == "catalog"]
     if len(cat):
         body.append("<h3>k-NN (k = 16), catalogue properties</h3>" + _r2_table(cat, "knn", anchor=True))
@@ -551,31 +551,23 @@ def truth_section(a: Path, summary: dict) -> str:
         return ""
     body = [("<p>On a mock survey the true generating parameters of every galaxy are known. For each latent, "
              "the true parameter it shares the most information with:</p>"), _tracks_table(truth["tracks"])]
-    p = a / "figures" / "fig4_truth_mutual_information.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["fig4_truth_mutual_information"]))
+    body.append(captioned_figure(a, "fig4_truth_mutual_information"))
     mi, rho = Table.read(a / "mi.ecsv"), Table.read(a / "spearman.ecsv")
     mi, rho = mi[mi["source"] == "truth"], rho[rho["source"] == "truth"]
     latents = summary.get("latent_names") or list(dict.fromkeys(mi["latent"]))
     props = list(dict.fromkeys(mi["property"]))
     agn = [p for p in AGN_TRUTH if p in props]
     if agn:  # the paper reads its D3 as AGN strength: shown, not folded away, when the mock has AGN
-        rows, hl = _wide(mi[np.isin(mi["property"], agn)], "mi", "mi_err", latents, agn)
-        rho_rows, rho_hl = _wide(rho[np.isin(rho["property"], agn)], "rho", None, latents, agn, best_by="abs")
         body.append("<h3>AGN strength</h3><p>The paper reads D3 as AGN strength. Mock truth: agn_oiii_frac, the "
                     "AGN's share of [O III]5007; agn_log_loiii, its L[O III] (AGN hosts only); agn_class, 0 none, "
                     "1 Seyfert, 2 LINER-like; bpt_o3hb, log [O III]/Hβ of all lines.</p>"
-                    + table_html(["MI (nats)", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
-                    + table_html(["Spearman ρ", *latents], rho_rows, num_cols=set(range(1, len(latents) + 1)),
-                                 best=rho_hl))
-    rows, hl = _wide(mi, "mi", "mi_err", latents, props)
+                    + _wide_table(mi[np.isin(mi["property"], agn)], "mi", "mi_err", latents, agn, "MI (nats)")
+                    + _wide_table(rho[np.isin(rho["property"], agn)], "rho", None, latents, agn, "Spearman ρ",
+                                  best_by="abs"))
     body.append("<details><summary>every true parameter: MI (nats)</summary>"
-                + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
-                + "</details>")
-    rows, hl = _wide(rho, "rho", None, latents, props, best_by="abs")
+                + _wide_table(mi, "mi", "mi_err", latents, props, "parameter") + "</details>")
     body.append("<details><summary>every true parameter: Spearman ρ</summary>"
-                + table_html(["parameter", *latents], rows, num_cols=set(range(1, len(latents) + 1)), best=hl)
-                + "</details>")
+                + _wide_table(rho, "rho", None, latents, props, "parameter", best_by="abs") + "</details>")
     return section("truth", "Against the truth (mock)", "".join(body))
 
 
@@ -595,9 +587,7 @@ def attribution_section(a: Path, summary: dict) -> str:
              f"{fmt(shap.get('n_explained'))} test spectra; both drawn in bins of stellar mass. Panels A and B "
              f"show {esc(dims)} for galaxy {esc(shap.get('showcase_id', '?'))} "
              "(the explained galaxy furthest from the background mean in those latents).</p>")]
-    p = a / "figures" / "fig6_shap.png"
-    if p.exists():
-        body.append(figure_html(p, *FIGURE_CAPTIONS["fig6_shap"]))
+    body.append(captioned_figure(a, "fig6_shap"))
     body.append("<h3>Fidelity " + pill + "</h3>"
                 "<p>The SHAP values of a spectrum must add up to its D_j minus the background's mean D_j.</p>"
                 + kv_table([("measured max relative error", fmt(fid.get("max_relative_error"), 3)),

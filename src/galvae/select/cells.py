@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
+from ..likelihood import n_parameters
 from ..models.conditions import CONDITIONS, check_condition_names
 
 VAE_LABEL = "vae"  # the condition set of a plain VAE, in names and tables
@@ -31,7 +32,7 @@ class Cell:
     @property
     def k(self) -> int:
         """The paper's number of parameters: latent dimensions plus conditions."""
-        return self.d + len(self.conditions)
+        return n_parameters(self.d, len(self.conditions))
 
 
 def conditions_label(conditions) -> str:

@@ -175,7 +175,7 @@ def score_test_split(model_dir, dataset, n_iwae: int = 16, n_elbo: int = 8, seed
     empty = np.zeros((0, model.latent_dim))
     mu, sigma = (r["mu"], r["sigma"]) if r["mu"] is not None else (empty, empty)
     kl_per_dim = 0.5 * (mu**2 + sigma**2 - 2 * np.log(np.maximum(sigma, 1e-30)) - 1.0)
-    k = model.latent_dim + len(names)
+    k = lk.n_parameters(model.latent_dim, len(names))
     ln_l = r["ln_likelihood"] if r["ln_likelihood"] is not None else np.zeros(0)
     n_good = r["n_good"] if r["n_good"] is not None else np.zeros(0)
     return {

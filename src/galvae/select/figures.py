@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import model_groups
+from .choice import model_groups
 
 log = logging.getLogger(__name__)
 

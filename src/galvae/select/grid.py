@@ -298,6 +298,28 @@ def _cell_device(requested: str) -> str:
     return f"cuda:{int(name) % torch.cuda.device_count()}" if str(name).isdigit() else requested
 
 
+#: fit()'s parameters that the grid sets for each cell itself; a caller may pass any other one.
+_SET_PER_CELL = frozenset({"dataset", "out_dir", "latent_dim", "conditions", "seed", "resume", "progress",
+                           "init_from", "score_test"})
+
+
+def check_fit_kwargs(fit_kwargs: dict) -> None:
+    """Raise TypeError, before any cell starts, for a training option :func:`galvae.fit.fit` does not take
+    (a misspelled one would otherwise fail every cell, each caught and recorded as a failed row)."""
+    import inspect
+
+    from ..fit import fit
+
+    params = inspect.signature(fit).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a wrapper taking **kwargs (as tests put in its place): nothing to check against
+    allowed = set(params) - _SET_PER_CELL
+    unknown = sorted(set(fit_kwargs) - allowed)
+    if unknown:
+        raise TypeError(f"select_grid got training option(s) {unknown} that galvae.fit.fit does not take "
+                        f"or that the grid sets per cell; the options it passes on: {sorted(allowed)}")
+
+
 def _default_workers(workers, scheduler, cluster, fit_kwargs) -> int | None:
     """On a GPU machine, one local worker per GPU unless told otherwise: a worker per core would put as
     many copies of the training split on each GPU and make them queue for it."""
@@ -490,13 +512,14 @@ def select_grid(dataset_path, out_dir, latent=range(1, 9), conditions="all", see
     """
     from .evaluate import REFINE_STEPS
     from .figures import plot_bic_grid, plot_bic_vs_d, plot_one_se
-    from .report import best_model
+    from .choice import best_model
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     latent, condition_sets = parse_latent(latent), parse_conditions(conditions)
     needed = tuple(needed)
     fit_kwargs = dict(fit_kwargs, arch=arch, epochs=int(epochs))
+    check_fit_kwargs(fit_kwargs)
     refine_steps = REFINE_STEPS if refine_steps is None else int(refine_steps)
     source = str(Path(dataset_path).resolve()) if isinstance(dataset_path, (str, os.PathLike)) else dataset_path
     digest, counts = _dataset_summary(source, needed)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "GSWLC_COLUMNS",
+    "GSWLC_INT_COLUMNS",
     "PROPERTY_COLUMNS",
     "JoinStats",
     "MatchStats",
@@ -66,7 +67,7 @@ GSWLC_COLUMNS = (
     "logmstar", "e_logmstar", "logsfr", "e_logsfr", "a_fuv", "e_a_fuv", "a_b", "e_a_b", "a_v", "e_a_v",
     "flag_sed", "uv_survey", "flag_uv", "flag_midir", "flag_mgs",
 )  # fmt: skip
-_GSWLC_INT_COLUMNS = frozenset(
+GSWLC_INT_COLUMNS = frozenset(
     {"objid", "glxid", "plate", "mjd", "fiber", "flag_sed", "uv_survey", "flag_uv", "flag_midir", "flag_mgs"}
 )
 #: Columns that come from the SED fit: NaN when ``flag_sed != 0``.
@@ -293,7 +294,7 @@ def _log_rejects(source: str, rejects: list[tuple[int, str]], what: str = "line"
 # GSWLC-2
 # --------------------------------------------------------------------------------------------------
 
-_GSWLC_DTYPE = np.dtype([(n, np.int64 if n in _GSWLC_INT_COLUMNS else np.float64) for n in GSWLC_COLUMNS])
+_GSWLC_DTYPE = np.dtype([(n, np.int64 if n in GSWLC_INT_COLUMNS else np.float64) for n in GSWLC_COLUMNS])
 _GSWLC_CHUNK_LINES = 20_000
 
 
@@ -336,7 +337,7 @@ def _parse_gswlc_line(fields: list[str]) -> tuple | str:
     values = []
     for name, token in zip(GSWLC_COLUMNS, fields):
         try:
-            values.append(_to_int64(token) if name in _GSWLC_INT_COLUMNS else float(token))
+            values.append(_to_int64(token) if name in GSWLC_INT_COLUMNS else float(token))
         except ValueError:
             return f"column {name}: cannot read {token!r} as a number"
     return tuple(values)
@@ -396,7 +397,7 @@ def _gswlc_table(rows: np.ndarray) -> Table:
     for name in GSWLC_COLUMNS:
         if name in columns:
             continue
-        if name in _GSWLC_INT_COLUMNS:
+        if name in GSWLC_INT_COLUMNS:
             columns[name] = np.array(rows[name], dtype=np.int64)
             continue
         values = _float_values(rows[name], invalid_at_or_below=_GSWLC_SENTINEL)

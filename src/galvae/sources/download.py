@@ -157,22 +157,23 @@ def _finite_positive(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return ~missing & np.isfinite(numeric) & (numeric > 0)
 
 
+def _rule(table, names: dict[str, str], key: str, passes) -> np.ndarray:
+    """Rows whose value of column ``key`` is present and ``passes``; all rows when there is no such column."""
+    col = _column_values(table, names, key)
+    if col is None:
+        return np.ones(len(table), dtype=bool)
+    values, missing = col
+    return ~missing & passes(values)
+
+
 def _is_galaxy(table, names: dict[str, str]) -> np.ndarray:
     """Rows whose class is GALAXY (any case, padding ignored); all rows when there is no class column."""
-    cls = _column_values(table, names, "class")
-    if cls is None:
-        return np.ones(len(table), dtype=bool)
-    values, missing = cls
-    return ~missing & np.array([c.upper() == "GALAXY" for c in _as_text(values)], dtype=bool)
+    return _rule(table, names, "class", lambda v: np.array([c.upper() == "GALAXY" for c in _as_text(v)], dtype=bool))
 
 
 def _zwarning_ok(table, names: dict[str, str]) -> np.ndarray:
     """Rows with zwarning == 0; all rows when there is no zwarning column."""
-    zwarn = _column_values(table, names, "zwarning")
-    if zwarn is None:
-        return np.ones(len(table), dtype=bool)
-    values, missing = zwarn
-    return ~missing & (np.nan_to_num(values.astype(np.float64), nan=1.0) == 0)
+    return _rule(table, names, "zwarning", lambda v: np.nan_to_num(v.astype(np.float64), nan=1.0) == 0)
 
 
 def _redshift_in_range(z: np.ndarray, missing: np.ndarray, zmax: float) -> np.ndarray:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import _atomic
+from ..catalogs import GSWLC_COLUMNS, GSWLC_INT_COLUMNS
 
 FIBERS_PER_PLATE = 640
 FIRST_PLATE = 13000
@@ -233,11 +234,9 @@ def write_spec_lite(path: Path, meta: dict, obs) -> None:
 # GSWLC-2-like catalogue
 # ------------------------------------------------------------------------------------------------
 
-GSWLC_COLUMNS = (
-    "objid", "glxid", "plate", "mjd", "fiber", "ra", "dec", "z", "chi2",
-    "logmstar", "e_logmstar", "logsfr", "e_logsfr", "a_fuv", "e_a_fuv", "a_b", "e_a_b", "a_v", "e_a_v",
-    "flag_sed", "uv_survey", "flag_uv", "flag_midir", "flag_mgs",
-)  # fmt: skip
+# The columns and their order are the reader's (sources.catalogs), so the mock writes what it reads;
+# the digits are the real .dat files': integers whole, positions and z to 1e-6, χ² to 0.01, the rest 0.001.
+_GSWLC_DIGITS = {"ra": ".6f", "dec": ".6f", "z": ".6f", "chi2": ".2f"}
 
 
 def catalogue_stream(seed: int, index: int) -> np.random.Generator:
@@ -280,14 +279,9 @@ def gswlc_row(seed: int, row: dict) -> dict:
 
 
 def gswlc_line(r: dict) -> str:
-    """One text line of the catalogue."""
-    return (
-        f"{r['objid']:d} {r['glxid']:d} {r['plate']:d} {r['mjd']:d} {r['fiber']:d} {r['ra']:.6f} {r['dec']:.6f} "
-        f"{r['z']:.6f} {r['chi2']:.2f} {r['logmstar']:.3f} {r['e_logmstar']:.3f} {r['logsfr']:.3f} "
-        f"{r['e_logsfr']:.3f} {r['a_fuv']:.3f} {r['e_a_fuv']:.3f} {r['a_b']:.3f} {r['e_a_b']:.3f} "
-        f"{r['a_v']:.3f} {r['e_a_v']:.3f} {r['flag_sed']:d} {r['uv_survey']:d} {r['flag_uv']:d} "
-        f"{r['flag_midir']:d} {r['flag_mgs']:d}"
-    )
+    """One text line of the catalogue, its fields in :data:`galvae.sources.catalogs.GSWLC_COLUMNS` order."""
+    return " ".join(format(r[name], "d" if name in GSWLC_INT_COLUMNS else _GSWLC_DIGITS.get(name, ".3f"))
+                    for name in GSWLC_COLUMNS)
 
 
 def write_gswlc(path: Path, lines: list[str]) -> None:

@@ -92,7 +92,7 @@ def synthetic_dataset(n: int = 2000, n_pix: int = 1000, seed: int = 0, nan_fract
     """
     from astropy.table import Table
 
-    from ..prepare.dataset import Dataset, split_of
+    from .dataset import Dataset, split_of
 
     rng = np.random.default_rng(seed)
     wave = log_wave(n_pix)
