@@ -172,8 +172,42 @@ def summarise_finished(ms, args) -> None:
         c = curves(table)
         results[m] = {"vary": VARY[m], "m": len(VARY[m]), "curves": c, "chosen": chosen_dimensions(c, best),
                       "paired_steps": best.get("paired", {}).get("steps", []),
-                      "n_cells_done": int(np.sum(np.asarray(table["status"]) == "done")), "n_cells": len(table)}
+                      "n_cells_done": int(np.sum(np.asarray(table["status"]) == "done")), "n_cells": len(table),
+                      "latents": what_latents_track(Path(args.out) / f"m{m}", best)}
     report(results, args)
+
+
+def what_latents_track(root: Path, best: dict, min_abs_rho: float = 0.3) -> list[dict]:
+    """For the recommended model of a mock's grid: its test latents rotated to D1…Dd (PCA of the posterior
+    means), and per D the truth columns it follows (Spearman |ρ| ≥ ``min_abs_rho``, strongest first).
+    Shows what latents beyond the m varied parameters encode."""
+    from astropy.table import Table
+    from scipy.stats import spearmanr
+
+    chosen = (best or {}).get("one_se_plain_vae")
+    if not chosen:
+        return []
+    scores = np.load(root / "grid" / chosen["model_dir"] / "scores.npz")
+    mu, ids = scores["mu"], scores["ids"]
+    centred = mu - mu.mean(0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    dims = centred @ vt.T
+    truth = Table.read(root / "mock" / "truth.fits")
+    row = {str(i): k for k, i in enumerate(truth["id"])}
+    take = np.array([row[str(i)] for i in ids])
+    out = []
+    for j in range(dims.shape[1]):
+        tracked = []
+        for name in truth.colnames:
+            values = np.asarray(truth[name])[take]
+            if values.dtype.kind not in "fi" or np.nanstd(values) == 0:
+                continue
+            rho = spearmanr(dims[:, j], values, nan_policy="omit").statistic
+            if np.isfinite(rho) and abs(rho) >= min_abs_rho:
+                tracked.append((name, round(float(rho), 2)))
+        tracked.sort(key=lambda kv: -abs(kv[1]))
+        out.append({"D": j + 1, "variance_share": float(sv[j] ** 2 / np.sum(sv ** 2)), "tracks": tracked[:5]})
+    return out
 
 
 def report(results: dict, args) -> None:
@@ -186,6 +220,9 @@ def report(results: dict, args) -> None:
     for m, v in results.items():
         print(f"| {m} | {', '.join(v['vary'])} | {v['m']} | " + " | ".join(str(v["chosen"][k]) for k in CRITERIA) + " |")
     for m, v in results.items():
+        for lat in v.get("latents", []):
+            print(f"{m}: D{lat['D']} ({lat['variance_share']:.0%} of the latent variance) tracks "
+                  + (", ".join(f"{name} (ρ {rho:+.2f})" for name, rho in lat["tracks"]) or "no truth column"))
         for step in v["paired_steps"]:
             print(f"{m}: d {step['d_from']} -> {step['d_to']}: {step['mean']:+.1f} ± {step['se']:.1f} "
                   f"(spectra {step['se_spectra']:.1f}, seeds {step['se_seeds']:.1f})")
