@@ -17,7 +17,7 @@ ROOMS = [
     ("sources", 1, ("galvae.sources",)),
     ("prepare", 2, ("galvae.prepare",)),
     ("models", 3, ("galvae.models",)),
-    ("train", 4, ("galvae.fit", "galvae.splits")),
+    ("train", 4, ("galvae.fit", "galvae.splits", "galvae.basis_split")),
     ("select", 5, ("galvae.select",)),
     ("explain", 5, ("galvae.explain",)),
     ("report", 6, ("galvae.report",)),

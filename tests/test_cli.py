@@ -99,6 +99,9 @@ def test_prepare_train_encode_on_real_files(sdss_dir, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "px"), "--epochs", "2",
                  "--n-basis", "0", "--quiet"]) == 0
     assert json.loads((tmp_path / "px" / "config.json").read_text())["model"]["n_basis"] == 0
+    assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "fo"), "--epochs", "2",
+                 "--fixed-offset", "--quiet"]) == 0
+    assert json.loads((tmp_path / "fo" / "config.json").read_text())["model"]["train_offset"] is False
     assert main(["encode", "--model", str(tmp_path / "m"), "--data", str(data), "--out", str(tmp_path / "l.fits")]) == 0
     latents = Table.read(tmp_path / "l.fits")
     assert len(latents) == 11 and {"mu_1", "mu_2", "sigma_1", "chi2_per_pixel", "elbo"} <= set(latents.colnames)
@@ -106,8 +109,8 @@ def test_prepare_train_encode_on_real_files(sdss_dir, tmp_path, capsys):
     # options a PCA baseline cannot honour are refused, not dropped; so is a model directory in the way
     capsys.readouterr()
     assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "p"), "--arch", "wpca",
-                 "--conditions", "logmstar", "--epochs", "9"]) == 2
-    assert "--conditions --epochs do not apply to --arch wpca" in capsys.readouterr().err
+                 "--conditions", "logmstar", "--epochs", "9", "--fixed-offset"]) == 2
+    assert "--conditions --fixed-offset --epochs do not apply to --arch wpca" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "m"), "--arch", "pca"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["train", "--data", str(data), "--latent", "2", "--out", str(tmp_path / "m"), "--resume",

@@ -110,8 +110,14 @@ def _cmd_prepare(args) -> int:
 
 
 # `galvae train` options that only a VAE uses: set with --arch pca/wpca, they are refused, not ignored
-PCA_IGNORES = ("conditions", "n_basis", "loss", "beta", "epochs", "patience", "time_limit", "batch_size", "lr",
+PCA_IGNORES = ("conditions", "n_basis", "fixed_offset", "loss", "beta", "epochs", "patience", "time_limit", "batch_size", "lr",
                "resume")
+
+
+def _add_fixed_offset(p) -> None:
+    p.add_argument("--fixed-offset", action="store_true",
+                   help="compact: keep the decoder's per-pixel offset at the training mean; training then runs on "
+                        "each spectrum's statistics in the eigenbasis, not its pixels (fast at survey size)")
 
 
 def _cmd_train(args) -> int:
@@ -134,7 +140,8 @@ def _cmd_train(args) -> int:
         out = fit(data, args.out, latent_dim=args.latent, conditions=conditions, arch=args.arch, loss=args.loss,
                   beta=args.beta, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                   patience=args.patience, device=args.device, resume=args.resume, progress=not args.quiet,
-                  time_limit=args.time_limit, overwrite=args.overwrite, n_basis=args.n_basis)
+                  time_limit=args.time_limit, overwrite=args.overwrite, n_basis=args.n_basis,
+                  train_offset=not args.fixed_offset)
     import json
 
     metrics = json.loads((Path(out) / "metrics.json").read_text())
@@ -215,7 +222,7 @@ def _cmd_select(args) -> int:
                          patience=args.patience, time_limit=args.time_limit, scheduler=args.scheduler,
                          cluster=None if args.cluster == "local" else args.cluster, workers=args.workers,
                          progress=not args.quiet, refine_steps=args.refine_steps, warm_start=args.warm_start,
-                         n_iwae=args.n_iwae)
+                         n_iwae=args.n_iwae, **({"train_offset": False} if args.fixed_offset else {}))
     print(f"{result.n_done} cells done, {result.n_failed} failed, in {result.seconds:.0f} s; table: "
           f"{Path(args.out) / 'grid.ecsv'}")
     if result.best:
@@ -396,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-basis", type=int, default=32,
                    help="compact: eigenspectra of the training split the MLPs read and write through "
                         "(default 32; 0: an MLP on all pixels)")
+    _add_fixed_offset(p)
     p.add_argument("--loss", default="gaussian", choices=["gaussian", "mse", "authors"],
                    help="gaussian ivar likelihood (default), the paper's plain MSE, or the authors' code's "
                         "objective, 1e3·MSE + 0.1·KL averaged over latent dimensions (with --beta 1)")
@@ -436,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-steps", type=int, default=None,
                    help="Adam steps refining each test spectrum's latent to its maximum likelihood, for BIC "
                         "(default 40; 0: BIC at the encoder's posterior mean)")
+    _add_fixed_offset(p)
     p.add_argument("--warm-start", action="store_true",
                    help="train each condition set and seed in increasing d, each model starting from the "
                         "previous one: fewer epochs per cell on a big survey")

@@ -59,6 +59,7 @@ class SelectSection:
     time_limit: float | None = None     # seconds of training per cell; None: the epoch budget alone
     refine_steps: int | None = None     # latent refinement for BIC's maximised likelihood; None: the default
     warm_start: bool = False            # each d starts from the trained d - 1 model (big surveys)
+    fixed_offset: bool = False          # compact: offset fixed at the mean, training on basis statistics
 
 
 @dataclass

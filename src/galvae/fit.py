@@ -38,6 +38,7 @@ from .models.conditions import ConditionSet, check_condition_names, rows_with_co
 from .models.vae import LOSSES, VAE, ModelConfig, count_parameters, score_batches, vae_loss
 from .prepare.dataset import split_rows, take_rows
 from .splits import Split, n_batches as count_batches
+from . import basis_split
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,34 @@ def split_data(dataset, rows: np.ndarray, cset: ConditionSet, device: torch.devi
     return Split(dataset, rows, cond, device, resident_bytes=budget)
 
 
+def _statistics_splits(dataset, train_rows, val_rows, cset: ConditionSet, model: VAE, basis, dev,
+                       resident_gb):
+    """Train and val as :class:`galvae.basis_split.BasisSplit`: the data's scaling and the basis are set
+    in ``model``, and the pixels are read once per process for a grid's cells (its cached statistics)."""
+    def compute():
+        train = split_data(dataset, train_rows, ConditionSet(()), dev, resident_gb)
+        mean, std = train.mean_std()
+        model.set_data_scaling(mean, std)
+        model.set_basis(*(torch.from_numpy(a).to(dev) for a in basis))
+        val = split_data(dataset, val_rows, ConditionSet(()), dev, resident_gb)
+        return (mean, std, basis_split.compute_statistics(train, model), train.blocks,
+                basis_split.compute_statistics(val, model), val.blocks)
+
+    key = basis_split.cache_key(dataset, model.cfg.n_basis, train_rows, val_rows)
+    if key is not None:
+        key = (*key, str(dev))
+    mean, std, train_stats, train_blocks, val_stats, val_blocks = basis_split.cached_statistics(key, compute)
+    model.set_data_scaling(mean, std)
+    model.set_basis(*(torch.from_numpy(a).to(dev) for a in basis))
+
+    def cond(rows):
+        return (torch.as_tensor(cset.transform(cset.raw_values(dataset.props, rows)), dtype=torch.float32,
+                                device=dev) if len(cset) else None)
+
+    return (basis_split.BasisSplit(train_stats, train_blocks, cond(train_rows)),
+            basis_split.BasisSplit(val_stats, val_blocks, cond(val_rows)))
+
+
 def _batches(split: Split, batch_size: int):
     """A split's scoring batches as (flux, ivar, cond, ln L constant) for :func:`score_batches`."""
     return ((b.flux, b.ivar, b.cond, b.ln_norm) for b in split.eval_batches(batch_size))
@@ -245,6 +274,8 @@ def _load_checkpoint(out: Path, model, opt, batch_gen: torch.Generator, device, 
 def _settings_match(old: dict, new: dict) -> list[str]:
     """Names of config entries that differ between a stored run and the requested one."""
     keys = ("model", "conditions_requested", "training", "dataset_digest")
+    if isinstance(old.get("model"), dict):  # model fields added since the run started take their defaults
+        old = dict(old, model=ModelConfig.from_dict(old["model"]).to_dict())
     return [k for k in keys if json.loads(json.dumps(old.get(k), default=to_jsonable))
             != json.loads(json.dumps(new.get(k), default=to_jsonable))]
 
@@ -262,24 +293,32 @@ def _train_one_epoch(model, opt, data: Split, s: TrainSettings, state: TrainStat
     for i, batch in enumerate(data.train_batches(windows, count_batches(len(data), s.batch_size))):
         for group in opt.param_groups:
             group["lr"] = learning_rate(state.step, total_steps, s) * state.lr_scale
-        x, w = batch.flux, batch.ivar
-        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            model_flux, mu, logvar = model(x, batch.cond)
-        loss = vae_loss(x, w, model_flux.float(), mu.float(), logvar.float(), s.loss, s.beta,
-                        batch.ln_norm).mean()
+        loss = _batch_loss(model, batch, s, autocast_dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         state.step += 1
-        total += loss.detach() * len(x)  # stays on the device: no sync per batch
+        total += loss.detach() * len(batch.positions)  # stays on the device: no sync per batch
         bar.update(1)
         if i % 25 == 0:
             bar.set_postfix(epoch=state.epoch + 1, loss=f"{loss.item():.4g}", refresh=False)
     return float(total) / max(len(data), 1)
 
 
+def _batch_loss(model, batch, s: TrainSettings, autocast_dtype) -> torch.Tensor:
+    """Mean training loss of one batch: from its pixels, or from its basis statistics."""
+    if isinstance(batch, basis_split.StatBatch):
+        return basis_split.batch_loss(model, batch, s.beta)[0].mean()
+    x, w = batch.flux, batch.ivar
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        model_flux, mu, logvar = model(x, batch.cond)
+    return vae_loss(x, w, model_flux.float(), mu.float(), logvar.float(), s.loss, s.beta, batch.ln_norm).mean()
+
+
 def _validate(model, data: Split, s: TrainSettings, autocast_dtype) -> tuple[float, float]:
     """Mean validation loss (same objective as training, one fixed-seed sample) and mean χ²/pixel."""
+    if isinstance(data, basis_split.BasisSplit):
+        return basis_split.validate(model, data, s.beta, s.seed + 1, max(s.batch_size, 1024))
     r = score_batches(model, _batches(data, max(s.batch_size, 1024)), s.loss, s.beta, n_samples=1,
                       seed=s.seed + 1, autocast_dtype=autocast_dtype, n=len(data))
     chi2 = r["chi2_per_pixel"][np.isfinite(r["chi2_per_pixel"])]
@@ -292,7 +331,7 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         resume: bool = False, progress: bool = True, dropout: float = 0.0, hidden=(512, 128), n_basis: int = 32,
         overwrite: bool = False, time_limit: float | None = None, resident_gb: float | None = None,
         window_blocks: int = 8, callback: Callable[[int, dict], None] | None = None,
-        init_from=None, score_test: bool = True) -> Path:
+        init_from=None, score_test: bool = True, train_offset: bool = True) -> Path:
     """Train a VAE (or a CVAE, with ``conditions``) on ``dataset``; returns the model directory.
 
     Parameters
@@ -322,6 +361,10 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
         latent dimensions it lacks start unused. Recorded in config.json.
     score_test : score the test split into metrics.json (False when the caller scores it itself, as
         ``galvae select`` does, so that the test split is read once per cell).
+    train_offset : compact with eigenspectra only: False keeps the decoder's per-pixel offset at the
+        training mean. The model is then linear in the basis after its MLP, and training runs on each
+        spectrum's basis statistics (:mod:`galvae.basis_split`) instead of its pixels: one pass over
+        the pixels, then epochs that read nothing and cost O(K²) per spectrum (loss 'gaussian').
     """
     out = Path(out_dir)
     dev = resolve_device(device)
@@ -337,10 +380,11 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
                       weight_decay=float(weight_decay), seed=int(seed), patience=int(patience),
                       window_blocks=int(window_blocks))
     if _prepare_directory(out, resume, overwrite):
-        _check_finished_run(out, dataset, arch, latent_dim, conditions, s, dropout, hidden, n_basis)
+        _check_finished_run(out, dataset, arch, latent_dim, conditions, s, dropout, hidden, n_basis, train_offset)
         return out
 
     torch.manual_seed(s.seed)
+    started = time.perf_counter()
     keep = rows_with_conditions(dataset.props, conditions)
     excluded = {name: int((~keep[dataset.indices(name)]).sum()) for name in ("train", "val", "test")}
     train_rows = split_rows(dataset, "train", keep)
@@ -351,20 +395,25 @@ def fit(dataset, out_dir, latent_dim: int, conditions=(), arch: str = "compact",
     n_pix = int(dataset.flux.shape[1])
     n_basis = min(int(n_basis), len(train_rows) - 1, n_pix) if arch == "compact" else 0
     basis = training_basis(dataset, train_rows, n_basis) if n_basis else None  # before the splits: its peak
-    train = split_data(dataset, train_rows, cset, dev, resident_gb)            # memory is not added to theirs
-    val = split_data(dataset, split_rows(dataset, "val", keep), cset, dev, resident_gb)
-
-    cfg = ModelConfig(arch=arch, n_pix=n_pix, latent_dim=int(latent_dim),
-                      n_conditions=len(cset), dropout=float(dropout), hidden=tuple(hidden), n_basis=n_basis)
+    val_rows = split_rows(dataset, "val", keep)                                # memory is not added to theirs
+    cfg = ModelConfig(arch=arch, n_pix=n_pix, latent_dim=int(latent_dim), n_conditions=len(cset),
+                      dropout=float(dropout), hidden=tuple(hidden), n_basis=n_basis,
+                      train_offset=bool(train_offset) or not n_basis)
     model = VAE(cfg).to(dev)
-    model.set_data_scaling(*train.mean_std())
-    if n_basis:
-        model.set_basis(*(torch.from_numpy(a).to(dev) for a in basis))
+    if basis_split.uses_statistics(cfg, loss):
+        train, val = _statistics_splits(dataset, train_rows, val_rows, cset, model, basis, dev, resident_gb)
+    else:
+        train = split_data(dataset, train_rows, cset, dev, resident_gb)
+        val = split_data(dataset, val_rows, cset, dev, resident_gb)
+        model.set_data_scaling(*train.mean_std())
+        if n_basis:
+            model.set_basis(*(torch.from_numpy(a).to(dev) for a in basis))
     if init_from is not None:
         warm_start(model, init_from)
     config = _config_dict(dataset, cfg, cset, conditions, s, excluded, train, val, dev, count_parameters(model),
                           time_limit)
     config["init_from"] = None if init_from is None else str(init_from)
+    config["setup_seconds"] = time.perf_counter() - started  # basis, scaling (and statistics) before epoch 1
     opt = make_optimizer(model, s)
     batch_gen = torch.Generator().manual_seed(s.seed)
     autocast_dtype = torch.bfloat16 if dev.type == "cuda" else None
@@ -424,7 +473,9 @@ def warm_start(model: VAE, source_dir) -> None:
     old_cfg = json.loads((source_dir / "config.json").read_text())["model"]
     cfg = model.cfg
     d_old, d = int(old_cfg["latent_dim"]), cfg.latent_dim
-    differ = {k: (old_cfg.get(k), getattr(cfg, k)) for k in ("arch", "n_pix", "n_conditions", "hidden", "n_basis")
+    old_cfg = ModelConfig.from_dict(old_cfg).to_dict()  # fields older models lack take their defaults
+    differ = {k: (old_cfg.get(k), getattr(cfg, k))
+              for k in ("arch", "n_pix", "n_conditions", "hidden", "n_basis", "train_offset")
               if old_cfg.get(k) != json.loads(json.dumps(getattr(cfg, k), default=to_jsonable))}
     if differ or d_old > d:
         raise ValueError(f"cannot warm-start d={d} from {source_dir} (d={d_old}): differs in "
@@ -466,16 +517,18 @@ def _prepare_directory(out: Path, resume: bool, overwrite: bool) -> bool:
 
 
 def _check_finished_run(out: Path, dataset, arch, latent_dim, conditions, s: TrainSettings, dropout, hidden,
-                        n_basis) -> None:
+                        n_basis, train_offset=True) -> None:
     """ValueError when a finished model that ``resume`` would return is not the one asked for."""
     old = json.loads((out / "config.json").read_text())
     model, n_train = old.get("model", {}), old.get("n_spectra", {}).get("train", 0)
     expected_basis = min(int(n_basis), n_train - 1, model.get("n_pix", 0)) if arch == "compact" else 0
     asked = {"arch": arch, "latent_dim": int(latent_dim), "dropout": float(dropout), "hidden": list(hidden),
-             "n_basis": expected_basis, "conditions": list(conditions),
+             "n_basis": expected_basis, "train_offset": bool(train_offset) or not expected_basis,
+             "conditions": list(conditions),
              "dataset": dataset.attrs.get("inputs_digest")}
     stored = {**{k: model.get(k) for k in ("arch", "latent_dim", "dropout", "hidden")},
-              "n_basis": model.get("n_basis", 0), "conditions": old.get("conditions_requested"),
+              "n_basis": model.get("n_basis", 0), "train_offset": model.get("train_offset", True),
+              "conditions": old.get("conditions_requested"),
               "dataset": old.get("dataset_digest")}
     training = old.get("training", {})
     differ = [k for k in asked if asked[k] != stored[k]]

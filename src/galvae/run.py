@@ -132,7 +132,8 @@ def run(out_dir, cfg: RunConfig, progress: bool = True) -> Path:
                            conditions=condition_sets, seeds=s.seeds, arch=s.arch, epochs=s.epochs,
                            needed=conditions_needed(condition_sets),
                            patience=s.patience, time_limit=s.time_limit, refine_steps=s.refine_steps,
-                           warm_start=s.warm_start, progress=progress, **dask)
+                           warm_start=s.warm_start, progress=progress, **dask,
+                           **({"train_offset": False} if s.fixed_offset else {}))
     with _stage("explain", timings):
         cells = out / "select" / "cells"
         explain(best_vae_cell(grid.table, cells, grid.best), data, out, truth=truth,

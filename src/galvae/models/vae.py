@@ -56,6 +56,8 @@ class ModelConfig:
     dropout: float = 0.0             # paper: after each encoder conv block; compact: after each hidden layer
     hidden: tuple = (512, 128)       # compact: MLP widths, encoder order (the decoder mirrors them)
     n_basis: int = 0                 # compact: K eigenspectra the MLPs read and write through (0: pixels)
+    train_offset: bool = True        # compact with eigenspectra: train the per-pixel offset (False: it stays
+                                     # the training mean, and training can run on galvae.basis_split statistics)
     negative_slope: float = 0.01     # LeakyReLU slope, as in the paper
 
     def __post_init__(self):
@@ -67,6 +69,8 @@ class ModelConfig:
             raise ValueError("n_basis is an option of the compact architecture only")
         if self.latent_dim < 1 or self.n_conditions < 0:
             raise ValueError(f"latent_dim must be ≥ 1 and n_conditions ≥ 0, got {self.latent_dim}, {self.n_conditions}")
+        if not self.train_offset and not (self.arch == "compact" and self.n_basis):
+            raise ValueError("a fixed offset (train_offset=False) needs a compact model with eigenspectra (n_basis > 0)")
         if not 0 <= self.n_basis <= self.n_pix:
             raise ValueError(f"n_basis must be between 0 and n_pix = {self.n_pix}, got {self.n_basis}")
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -213,7 +217,8 @@ class CompactDecoder(nn.Module):
         super().__init__()
         widths = (cfg.latent_dim + cfg.n_conditions, *cfg.hidden[::-1], cfg.n_basis or cfg.n_pix)
         self.net = mlp(widths, cfg.negative_slope, cfg.dropout, last_activation=False)
-        self.expand = frozen_linear(cfg.n_basis, cfg.n_pix, train_bias=True) if cfg.n_basis else nn.Identity()
+        self.expand = (frozen_linear(cfg.n_basis, cfg.n_pix, train_bias=cfg.train_offset) if cfg.n_basis
+                       else nn.Identity())
 
     @property
     def out(self) -> nn.Linear:
@@ -258,7 +263,15 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean μ and ln σ², each (batch, d)."""
-        h = self._with_conditions(self.encoder((x - self.shift) / self.scale), cond)
+        return self._posterior(self.encoder((x - self.shift) / self.scale), cond)
+
+    def encode_projections(self, p: torch.Tensor, cond: torch.Tensor | None = None):
+        """:meth:`encode` from the K projections that a compact encoder's frozen first layer makes of x
+        (``encoder.project``), for training on a split's basis statistics (galvae.basis_split)."""
+        return self._posterior(self.encoder.net(p), cond)
+
+    def _posterior(self, h: torch.Tensor, cond):
+        h = self._with_conditions(h, cond)
         return self.mu_head(h), self.logvar_head(h).clamp(*LOGVAR_RANGE)
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
