@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import likelihood as lk
+from ..basis_split import unpack
 
 ACTIVITY_THRESHOLD = 0.01  # Var_x(E_q[z_j]) above which dimension j counts as used (Burda et al. 2016)
 #: Adam steps and rate of the per-spectrum latent refinement (:func:`refine_latents`): z is in units of
@@ -77,7 +78,7 @@ def refine_latents(module, flux, ivar, mu, cond=None, steps: int = REFINE_STEPS,
     return torch.where(keep[:, None], best_z, start), torch.where(keep, final, start_ll)
 
 
-def _ln_l_of_z(module, flux, ivar, cond, const, z0, chunk: int = 128):
+def _ln_l_of_z(module, flux, ivar, cond, const, z0):
     """z ↦ per-spectrum ln L(x | decode(z)). A compact model with eigenspectra decodes linearly from K
     coefficients u (:meth:`galvae.models.vae.VAE.output_basis`), so χ² is a quadratic form in u. About the
     start u0 = u(z0): χ²(u) = χ²(u0) − 2 δu·h + δuᵀ G δu, with h = B (w r0) and G = B diag(w) Bᵀ made once
@@ -95,7 +96,8 @@ def _ln_l_of_z(module, flux, ivar, cond, const, z0, chunk: int = 128):
         r0 = torch.where(good, flux - (offset + u0 @ basis), torch.zeros_like(flux))
         h = (w * r0) @ basis.T                                                   # (n, K)
         chi2_0 = (w * r0 * r0).sum(-1)                                           # (n,)
-        gram = torch.cat([(basis[None] * w[i:i + chunk, None, :]) @ basis.T for i in range(0, len(w), chunk)])
+        i, j = torch.triu_indices(len(basis), len(basis), device=basis.device)
+        gram = unpack(w @ (basis[i] * basis[j]).T, len(basis))                   # (n, K, K), one GEMM
 
     def ln_l(z):
         du = coefficients(z, cond) - u0
