@@ -107,3 +107,20 @@ def test_the_offset_option_is_checked(data, tmp_path):
     first = fit(data, tmp_path / "d1", latent_dim=1, **dict(FAST, epochs=1))
     with pytest.raises(ValueError, match="train_offset"):
         fit(data, tmp_path / "d2", latent_dim=2, train_offset=False, init_from=first, **dict(FAST, epochs=1))
+
+
+def test_scoring_a_fixed_offset_model_from_statistics_equals_scoring_its_pixels(data, tmp_path, monkeypatch):
+    from galvae.select.evaluate import score_test_split
+
+    model_dir = fit(data, tmp_path / "m", latent_dim=2, conditions=("logmstar",), train_offset=False, **FAST)
+    basis_split._cache.clear()
+    fast = score_test_split(model_dir, data, n_iwae=4, n_elbo=3, seed=5, batch_size=50, refine_steps=10)
+    monkeypatch.setattr(basis_split, "uses_statistics", lambda cfg, loss: False)
+    slow = score_test_split(model_dir, data, n_iwae=4, n_elbo=3, seed=5, batch_size=50, refine_steps=10)
+    assert fast.keys() == slow.keys()
+    np.testing.assert_array_equal(fast["ids"], slow["ids"])
+    for k in ("ln_likelihood", "ln_likelihood_ml", "bic", "bic_amortized", "elbo", "iwae", "kl", "mu"):
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-4, atol=1e-3, err_msg=k)
+    np.testing.assert_allclose(fast["chi2_per_pixel"], slow["chi2_per_pixel"], rtol=1e-4)
+    assert (fast["ln_likelihood_ml"] >= fast["ln_likelihood"] - 1e-3).all()
+    assert (fast["ln_likelihood_ml"] > fast["ln_likelihood"] + 1e-3).any()  # the refinement moved z

@@ -185,12 +185,23 @@ def cache_key(dataset, n_basis: int, *row_sets: np.ndarray):
     return (digest, int(n_basis), *(hashlib.sha1(np.ascontiguousarray(r).tobytes()).hexdigest() for r in row_sets))
 
 
+def model_digest(model: VAE) -> str:
+    """A digest of the frozen parts the statistics depend on (basis, offset, the encoder's projection)."""
+    _, basis, offset = model.output_basis()
+    h = hashlib.sha1()
+    for t in (basis, offset, model.encoder.project.weight, model.encoder.project.bias):
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def cached_statistics(key, compute):
-    """``compute()``'s result, kept per process for ``key`` (the latest one only: statistics are large),
-    so that the cells a worker trains one after another read the pixels once."""
+    """``compute()``'s result, kept per process for ``key`` (the two latest keys: a grid's train and val
+    statistics, and its test statistics), so that the cells a worker trains and scores one after another
+    read the pixels once."""
     if key is None:
         return compute()
     if key not in _cache:
-        _cache.clear()
+        while len(_cache) >= 2:
+            _cache.pop(next(iter(_cache)))
         _cache[key] = compute()
     return _cache[key]

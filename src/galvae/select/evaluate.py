@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import likelihood as lk
+from .. import basis_split
 from ..basis_split import unpack
 
 ACTIVITY_THRESHOLD = 0.01  # Var_x(E_q[z_j]) above which dimension j counts as used (Burda et al. 2016)
@@ -36,27 +37,33 @@ ACTIVITY_THRESHOLD = 0.01  # Var_x(E_q[z_j]) above which dimension j counts as u
 #: the prior's σ, so 0.05 moves it by at most ≈ 1σ in 20 steps; docs/model_selection.md measures the budget.
 REFINE_STEPS = 40
 REFINE_LR = 0.05
+IWAE_BATCH = 256
 
 
 def refine_latents(module, flux, ivar, mu, cond=None, steps: int = REFINE_STEPS, lr: float = REFINE_LR,
-                   constant=None) -> tuple[torch.Tensor, torch.Tensor]:
+                   constant=None, ln_l=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximise each spectrum's ln L(x | decode(z)) over its latent z, starting at the encoder's ``mu``.
 
     Adam on the batch's summed ln L: its steps are per coordinate, so every spectrum's z moves as if
     optimised alone. Each spectrum keeps the best z seen (the start included), so the result is never
     worse than the encoder's. Returns (z, ln L at z), both detached. The decoder's weights are untouched.
+
+    ``ln_l``: z ↦ per-spectrum ln L, instead of decoding onto ``flux`` and ``ivar`` (e.g. from a spectrum's
+    basis statistics, :mod:`galvae.basis_split`; ``flux`` and ``ivar`` are then unused).
     """
-    const = lk.ln_likelihood_constant(ivar) if constant is None else constant
+    const = None
+    if ln_l is None:
+        const = lk.ln_likelihood_constant(ivar) if constant is None else constant
 
     def exact(z):
         with torch.no_grad():
-            return lk.ln_likelihood(flux, module.decode(z, cond), ivar, constant=const)
+            return ln_l(z) if ln_l is not None else lk.ln_likelihood(flux, module.decode(z, cond), ivar, constant=const)
 
     start = mu.detach().clone()
     start_ll = exact(start)
     if steps <= 0:
         return start, start_ll
-    ln_l = _ln_l_of_z(module, flux, ivar, cond, const, start)
+    ln_l = ln_l or _ln_l_of_z(module, flux, ivar, cond, const, start)
     best_z = start.clone()
     best_ll = torch.full_like(start_ll, -math.inf)
     z = start.clone().requires_grad_(True)
@@ -108,7 +115,7 @@ def _ln_l_of_z(module, flux, ivar, cond, const, z0):
 
 @torch.no_grad()
 def importance_weighted_bound(module, flux, ivar, cond=None, n_samples: int = 64, seed: int = 0,
-                              batch_size: int = 256, gen: torch.Generator | None = None) -> np.ndarray:
+                              batch_size: int = IWAE_BATCH, gen: torch.Generator | None = None) -> np.ndarray:
     """Per-spectrum importance-weighted lower bound on ln p(x) with ``n_samples`` samples (nats).
 
     ``gen``: a generator to draw from (and advance), so that a stream of batches continues one sequence."""
@@ -121,17 +128,22 @@ def importance_weighted_bound(module, flux, ivar, cond=None, n_samples: int = 64
         c = None if cond is None else cond[sl]
         const = lk.ln_likelihood_constant(w)
         mu, logvar = module.encode(x, c)
-        std = torch.exp(0.5 * logvar)
-        log_w = []
-        for _ in range(n_samples):
-            eps = torch.randn(mu.shape, device=mu.device, generator=gen)
-            z = mu + std * eps
-            ln_px = lk.ln_likelihood(x, module.decode(z, c), w, constant=const).double()
-            ln_pz = -0.5 * (z.double() ** 2 + lk.LN_2PI).sum(-1)
-            ln_qz = -0.5 * (eps.double() ** 2 + lk.LN_2PI + logvar.double()).sum(-1)
-            log_w.append(ln_px + ln_pz - ln_qz)
-        out.append(torch.logsumexp(torch.stack(log_w), 0) - math.log(n_samples))
+        out.append(_iwae(mu, logvar, lambda z: lk.ln_likelihood(x, module.decode(z, c), w, constant=const),
+                         n_samples, gen))
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+
+def _iwae(mu, logvar, ln_px, n_samples: int, gen) -> torch.Tensor:
+    """ln (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x) per spectrum, z_k drawn from ``gen``; ``ln_px``: z ↦ ln L."""
+    std = torch.exp(0.5 * logvar)
+    log_w = []
+    for _ in range(n_samples):
+        eps = torch.randn(mu.shape, device=mu.device, generator=gen)
+        z = mu + std * eps
+        ln_pz = -0.5 * (z.double() ** 2 + lk.LN_2PI).sum(-1)
+        ln_qz = -0.5 * (eps.double() ** 2 + lk.LN_2PI + logvar.double()).sum(-1)
+        log_w.append(ln_px(z).double() + ln_pz - ln_qz)
+    return torch.logsumexp(torch.stack(log_w), 0) - math.log(n_samples)
 
 
 def score_test_split(model_dir, dataset, n_iwae: int = 16, n_elbo: int = 8, seed: int = 0,
@@ -154,12 +166,15 @@ def score_test_split(model_dir, dataset, n_iwae: int = 16, n_elbo: int = 8, seed
     rows = test[rows_with_conditions(dataset.props, names)[test]]
     cond = model.conditions.transform(model.conditions.raw_values(dataset.props, rows)) if names else None
     split = Split(dataset, rows, cond, model.device, resident_bytes=0)
-    iwae_gen = torch.Generator(device=split.device).manual_seed(seed + 3)
-    iwae = np.empty(len(rows))  # made once: see score_batches(n=) on the heap
-    ln_l_ml, chi2_ml = np.empty(len(rows)), np.empty(len(rows))
     module = model.module.eval()
     for p in module.parameters():
         p.requires_grad_(False)  # the refinement differentiates with respect to z only
+    if basis_split.uses_statistics(module.cfg, "gaussian"):
+        r = _score_from_statistics(module, dataset, split, n_iwae, n_elbo, seed, batch_size, refine_steps)
+        return _test_scores(model, dataset, rows, r)
+    iwae_gen = torch.Generator(device=split.device).manual_seed(seed + 3)
+    iwae = np.empty(len(rows))  # made once: see score_batches(n=) on the heap
+    ln_l_ml, chi2_ml = np.empty(len(rows)), np.empty(len(rows))
 
     def batches():  # one read of the test rows feeds the scores, the IWAE bound and the refinement
         for b in split.eval_batches(batch_size):
@@ -174,6 +189,13 @@ def score_test_split(model_dir, dataset, n_iwae: int = 16, n_elbo: int = 8, seed
             yield b.flux, b.ivar, b.cond, b.ln_norm
 
     r = score_batches(model.module, batches(), n_samples=n_elbo, seed=seed + 2, n=len(rows))
+    r.update(ln_likelihood_ml=ln_l_ml, chi2_per_pixel_ml=chi2_ml, iwae=iwae)
+    return _test_scores(model, dataset, rows, r)
+
+
+def _test_scores(model, dataset, rows, r: dict) -> dict:
+    """score_test_split's dictionary from the per-spectrum arrays of either path."""
+    names = model.condition_names
     empty = np.zeros((0, model.latent_dim))
     mu, sigma = (r["mu"], r["sigma"]) if r["mu"] is not None else (empty, empty)
     kl_per_dim = 0.5 * (mu**2 + sigma**2 - 2 * np.log(np.maximum(sigma, 1e-30)) - 1.0)
@@ -183,11 +205,60 @@ def score_test_split(model_dir, dataset, n_iwae: int = 16, n_elbo: int = 8, seed
     return {
         "ids": np.array([str(i) for i in np.asarray(dataset.props["id"])[rows]]),
         "n_good": n_good, "ln_likelihood": ln_l, "chi2_per_pixel": _or_empty(r["chi2_per_pixel"]),
-        "ln_likelihood_ml": ln_l_ml, "chi2_per_pixel_ml": chi2_ml,
-        "bic": lk.bic(ln_l_ml, k, n_good), "bic_amortized": lk.bic(ln_l, k, n_good), "elbo": _or_empty(r["elbo"]),
-        "iwae": iwae,
+        "ln_likelihood_ml": r["ln_likelihood_ml"], "chi2_per_pixel_ml": r["chi2_per_pixel_ml"],
+        "bic": lk.bic(r["ln_likelihood_ml"], k, n_good), "bic_amortized": lk.bic(ln_l, k, n_good),
+        "elbo": _or_empty(r["elbo"]), "iwae": r["iwae"],
         "kl": _or_empty(r["kl"]), "kl_per_dim": kl_per_dim, "mu": mu,
     }
+
+
+@torch.no_grad()
+def _score_from_statistics(module, dataset, split, n_iwae: int, n_elbo: int, seed: int, batch_size: int,
+                           refine_steps: int) -> dict:
+    """The scores of :func:`score_test_split` for a fixed-offset compact model, from the test rows' basis
+    statistics (computed once per process and grid, :mod:`galvae.basis_split`) instead of their pixels:
+    the same batches, the same random draws and the same formulas, every ln L a quadratic form in K
+    coefficients. Equal to the pixel path up to float rounding (``tests/test_basis_split.py``)."""
+    key = basis_split.cache_key(dataset, module.cfg.n_basis, split.rows)
+    if key is not None:
+        key = ("test", *key, basis_split.model_digest(module), str(split.device))
+    stats = basis_split.cached_statistics(key, lambda: basis_split.compute_statistics(split, module))
+    coefficients = module.output_basis()[0]
+    n, d = len(split), module.cfg.latent_dim
+    out = {k: np.empty(n) for k in ("ln_likelihood", "chi2_per_pixel", "kl", "elbo", "n_good", "iwae",
+                                    "ln_likelihood_ml", "chi2_per_pixel_ml")}
+    out.update(mu=np.empty((n, d)), sigma=np.empty((n, d)))
+    iwae_gen = torch.Generator(device=split.device).manual_seed(seed + 3)
+    elbo_gen = torch.Generator(device=split.device).manual_seed(seed + 2)
+    data = basis_split.BasisSplit(stats, split.blocks, split.cond)
+    for b in data.eval_batches(batch_size):
+        st, c = b.stats, b.cond
+
+        def ln_l(z, st=st, c=c):
+            return basis_split.ln_likelihood(coefficients(z, c), st)
+
+        p = b.positions.cpu().numpy()
+        for s in range(0, len(p), IWAE_BATCH):  # the pixel path's sub-batches, so the same draws
+            sub = slice(s, s + IWAE_BATCH)
+            st_sub, c_sub = basis_split.Statistics(*(t[sub] for t in st)), None if c is None else c[sub]
+            mu, logvar = module.encode_projections(st_sub.p, c_sub)
+            out["iwae"][p[sub]] = _iwae(mu, logvar, lambda z: basis_split.ln_likelihood(coefficients(z, c_sub), st_sub),
+                                        n_iwae, iwae_gen).cpu().numpy()
+        mu, logvar = module.encode_projections(st.p, c)
+        with torch.enable_grad():
+            _, ll = refine_latents(module, None, None, mu, c, steps=refine_steps, ln_l=ln_l)
+        kl = lk.kl_divergence(mu, logvar)
+        expected = torch.zeros_like(kl)
+        for _ in range(max(n_elbo, 1)):
+            expected += ln_l(mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, device=mu.device, generator=elbo_gen))
+        at_mean = ln_l(mu)
+        rows = {"ln_likelihood": at_mean, "chi2_per_pixel": -2 * (at_mean - st.ln_norm) / st.n_good, "kl": kl,
+                "elbo": lk.elbo(expected / max(n_elbo, 1), kl), "n_good": st.n_good, "mu": mu,
+                "sigma": torch.exp(0.5 * logvar), "ln_likelihood_ml": ll,
+                "chi2_per_pixel_ml": -2 * (ll - st.ln_norm) / st.n_good}
+        for k, v in rows.items():
+            out[k][p] = v.double().cpu().numpy()
+    return out
 
 
 def _or_empty(values) -> np.ndarray:
