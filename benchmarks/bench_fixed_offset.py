@@ -1,6 +1,6 @@
 """Training on basis statistics (``--fixed-offset``) against training on the pixels: speed, memory, quality.
 
-Three measurements, each its own subcommand; results go to ``--work``/results.json and a Markdown table
+Four measurements, each its own subcommand; results go to ``--work``/results.json and a Markdown table
 to stdout.
 
 ``epochs``   ``galvae train --latent 4 --epochs 2`` on one dataset, on the pixels (the default compact
@@ -14,6 +14,9 @@ to stdout.
              trained with its standard error over the same test spectra (in BIC units, −2 Δ ln L: k is the
              same for both).
 
+``score``    each finished cell of such a grid scored again from the test rows' basis statistics, timed
+             (the grid's own ``score_seconds`` are those of the code that ran it).
+
 ``grid``     a finished ``galvae select --fixed-offset`` run on the survey-size dataset: per cell its
              start-up, epochs, training and scoring seconds, and what a full grid of 8 × 16 × 3 cells costs
              at that rate.
@@ -21,6 +24,8 @@ to stdout.
     python benchmarks/bench_fixed_offset.py epochs --data out/scale/n320000/dataset.zarr --work out/fixed-offset/epochs
     python benchmarks/bench_fixed_offset.py quality --data out/select-demo/dataset.zarr --work out/fixed-offset/quality
     python benchmarks/bench_fixed_offset.py grid --select out/fixed-offset/select320k --work out/fixed-offset/grid
+    python benchmarks/bench_fixed_offset.py score --select out/fixed-offset/select320k \
+        --data out/scale/n320000/dataset.zarr --work out/fixed-offset/grid
 """
 
 from __future__ import annotations
@@ -155,6 +160,29 @@ def bench_grid(args) -> None:
           f"start-up (basis, statistics): {first_extra:.0f} s; {FULL_GRID_CELLS} cells: ≈ {hours:.1f} h")
 
 
+def bench_score(args) -> None:
+    """Score each finished cell of a grid again, from the basis statistics, and time it."""
+    import time
+
+    from galvae.basis_split import _cache
+    from galvae.prepare import open_dataset
+    from galvae.select.evaluate import score_test_split
+
+    data = open_dataset(args.data, load=False)
+    _cache.clear()
+    rows = []
+    for cell in sorted(p for p in (args.select / "cells").iterdir() if (p / "metrics.json").exists()):
+        t0 = time.perf_counter()
+        scores = score_test_split(cell, data, seed=int(cell.name.rsplit("_s", 1)[1]))
+        rows.append({"cell": cell.name, "seconds": round(time.perf_counter() - t0, 1),
+                     "n_test": int(len(scores["bic"])), "bic": round(float(np.mean(scores["bic"])), 1)})
+    _save(args.work, f"score:{args.select}", rows)
+    print("| cell | scoring, s (the first includes the test statistics pass) | test spectra | test BIC |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['cell']} | {r['seconds']} | {r['n_test']} | {r['bic']} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -168,11 +196,14 @@ def main() -> None:
     q.add_argument("--patience", type=int, default=10)
     g = sub.add_parser("grid")
     g.add_argument("--select", type=Path, required=True)
-    for s in (e, q, g):
+    c = sub.add_parser("score")
+    c.add_argument("--select", type=Path, required=True)
+    c.add_argument("--data", type=Path, required=True)
+    for s in (e, q, g, c):
         s.add_argument("--work", type=Path, required=True)
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    {"epochs": bench_epochs, "quality": bench_quality, "grid": bench_grid}[args.what](args)
+    {"epochs": bench_epochs, "quality": bench_quality, "grid": bench_grid, "score": bench_score}[args.what](args)
 
 
 if __name__ == "__main__":
