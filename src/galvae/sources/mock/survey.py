@@ -39,7 +39,8 @@ from .render import ETA_BIRTH_CLOUD, MASSFORMED
 log = logging.getLogger(__name__)
 
 #: Bump when the same configuration would give different files.
-GENERATOR_VERSION = 2  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files
+GENERATOR_VERSION = 3  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files;
+#                        3: [α/Fe] of the stars, host [S II] scaled
 SPECTRA_DIR = "spectra"
 CATALOG_NAME = "GSWLC-mock.dat"
 MPAJHU_NAMES = ("gal_info-mock.fits", "gal_fiboh-mock.fits")  # read together: read_mpajhu(*survey.mpajhu_paths)
@@ -163,7 +164,7 @@ def _observe_galaxy(p: dict, rng):
     renderer, templates = _WORKER["renderer"], _WORKER["templates"]
     z = p["z"]
     tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
-    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"])
+    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p.get("alpha_fe", 0.0))
     d_l = float(_WORKER["cosmo"].luminosity_distance(z))
     # bagpipes made 10^MASSFORMED Msun of stars; we want logmstar surviving, seen through the fibre.
     scale = (10.0 ** (p["logmstar"] - rest.logmstar) * renderer.luminosity_distance_correction(z, d_l)
@@ -222,7 +223,7 @@ def _truth_row(record: dict, p: dict, rest, tau: float, observed, continuum, lin
         "logsfr": logsfr, "logssfr": logsfr - p["logmstar"], "logzsol": p["logzsol"],
         "metallicity": SOLAR_OH + p["logzsol"], "mwage": rest.mwage, "age": p["age"], "tau": tau,
         "a_v": p["a_v"], "a_b": p["a_v"] * renderer.a_b_per_a_v, "a_fuv": p["a_v"] * renderer.a_fuv_per_a_v,
-        "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "logu": p["logu"], "quiescent": p["quiescent"],
+        "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "alpha_fe": p["alpha_fe"], "logu": p["logu"], "quiescent": p["quiescent"],
         "fiber_frac": p["fiber_frac"], "sn_median": observed.sn_median, "depth": observed.depth,
         "ew_halpha": ew_halpha, "ew_oiii": _ew(lines, "oiii5007", continuum, p["z"]), **agn,
         "calib_rms": observed.calib_rms, "sky_resid_rms": observed.sky_resid_rms,
@@ -385,7 +386,7 @@ def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: 
     vary
         ``None``: every generating parameter follows the population. Otherwise the names (sequence or
         comma-separated string) of the parameters allowed to vary, among ``logmstar, z, logssfr, age,
-        logzsol, a_v, logu, vdisp`` (see :mod:`.population`); the others are pinned to
+        logzsol, a_v, logu, vdisp, alpha_fe, agn`` (see :mod:`.population`); the others are pinned to
         :data:`~.population.TYPICAL_VALUES`, so the spectra span a known number of dimensions (plus
         noise, sky, fibre aperture and masks, which always vary).
     workers

@@ -410,6 +410,7 @@ TRUTH_COLUMNS = {
     "a_fuv": ("mag", "Calzetti FUV (1528 A) attenuation of stars older than 10 Myr"),
     "vdisp": ("km/s", "stellar velocity dispersion"),
     "vdisp_gas": ("km/s", "velocity dispersion of the emission lines"),
+    "alpha_fe": ("", "[alpha/Fe] of the stars (Lick Mg features deepened, Fe features weakened)"),
     "logu": ("", "log10 ionisation parameter"),
     "quiescent": ("", "drawn from the quiescent population"),
     "fiber_frac": ("", "fraction of the galaxy's light inside the 3 arcsec fibre"),
