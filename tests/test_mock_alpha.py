@@ -105,7 +105,7 @@ def test_star_forming_hosts_have_sdss_sii_to_halpha():
     s2ha = []
     for p in hosts:
         tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
-        rest = renderer.render(p["z"], p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p["alpha_fe"])
+        rest = renderer.render(p["z"], p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p["alpha_fe"], p["logzgas"])
         s2ha.append(agn.bpt_ratios(rest.line_wave, rest.line_flux)["s2ha"])
     s2ha = np.array(s2ha)
     assert -0.55 < np.median(s2ha) < -0.38, np.median(s2ha)

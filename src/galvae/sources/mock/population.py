@@ -19,6 +19,9 @@ first, together, through the SDSS flux limit):
                quiescent galaxies; τ is then solved so that the SFH has exactly this sSFR.
 ``logzsol``    log10 Z*/Zsun (stars and gas share it, as in bagpipes): mass–metallicity relation of
                Gallazzi et al. (2005) shape, scatter 0.3 dex at 10^9 shrinking to 0.1 dex.
+``logzgas``    (derived, not drawn) log10 Z/Zsun of the ionised gas that makes the nebular lines: the stars'
+               ``logzsol`` plus the gap, at the galaxy's mass, between the gas-phase mass–metallicity
+               relation of Tremonti et al. (2004) and the stellar one above (+0.3 to +0.45 dex).
 ``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
                and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
                stars and nebular lines see twice as much (bagpipes ``eta`` = 2).
@@ -60,11 +63,11 @@ TYPICAL_VALUES = {
 
 #: Truth-table columns that each generating parameter drives (the others stay constant when it is fixed).
 DRIVEN_COLUMNS = {
-    "logmstar": ("logmstar",),
+    "logmstar": ("logmstar", "metallicity"),
     "z": ("z",),
     "logssfr": ("logssfr", "logsfr", "tau", "mwage"),
     "age": ("age", "tau", "mwage"),
-    "logzsol": ("logzsol", "metallicity"),
+    "logzsol": ("logzsol", "metallicity"),  # metallicity: of the gas, logzsol + an offset set by the mass
     "a_v": ("a_v", "a_b"),
     "logu": ("logu",),
     "vdisp": ("vdisp", "vdisp_gas"),
@@ -165,6 +168,30 @@ def quiescent_logssfr(logm):
 def median_logzsol(logm, quiescent=False):
     """Median log Z*/Zsun at 10^logm (Gallazzi et al. 2005 shape; quiescent +0.08 dex)."""
     return 0.1 - 0.75 / (1.0 + np.exp((np.asarray(logm) - 9.7) / 0.45)) + 0.08 * quiescent
+
+
+SOLAR_OH = 8.69  # 12 + log10(O/H) of the Sun (Asplund et al. 2009)
+LOGZ_GAS_RANGE = (-1.3, 0.6)  # within bagpipes' nebular grid (0.005–5 Zsun)
+
+
+def tremonti_oh(logm):
+    """Gas-phase 12 + log(O/H) of SDSS star-forming galaxies at stellar mass 10^logm: Tremonti et al.
+    (2004, ApJ 613, 898), −1.492 + 1.847 x − 0.08026 x² (x = log M*, 8.5 < x < 11.5)."""
+    x = np.clip(np.asarray(logm, float), 8.5, 11.5)
+    return -1.492 + 1.847 * x - 0.08026 * x ** 2
+
+
+def gas_metallicity_offset(logm):
+    """log Z_gas − log Z* (dex) at stellar mass 10^logm: the gap between the gas-phase relation of
+    Tremonti et al. (2004) and the stellar :func:`median_logzsol` of star-forming galaxies.
+
+    bagpipes gives the stars and the gas one metallicity; in SDSS galaxies the gas, enriched after most
+    of the stars formed, is 0.3–0.45 dex more metal-rich than the stars on this (photoionisation-model)
+    abundance scale, the scale of bagpipes' Cloudy grid too. With the gas at the stars' metallicity the
+    mock's star-forming hosts sat up and left of the SDSS star-forming sequence on the BPT diagram
+    (too high [O III]/Hβ, too low [N II]/Hα) with too strong [O II] (docs/mock_realism.md).
+    """
+    return tremonti_oh(logm) - SOLAR_OH - median_logzsol(logm, quiescent=False)
 
 
 def median_a_v(logm, logsfr):
@@ -312,6 +339,8 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
     else:
         scatter = float(np.clip(0.3 - 0.1 * (logm - 9.0), 0.1, 0.3))
         p["logzsol"] = _truncated_normal(rng, median_logzsol(logm, quiescent), scatter, -1.3, 0.35)
+
+    p["logzgas"] = float(np.clip(p["logzsol"] + gas_metallicity_offset(logm), *LOGZ_GAS_RANGE))
 
     if "a_v" in fixed:
         p["a_v"] = fixed["a_v"]

@@ -40,14 +40,15 @@ log = logging.getLogger(__name__)
 
 #: Bump when the same configuration would give different files.
 GENERATOR_VERSION = 3  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files;
-#                        3: [α/Fe] of the stars, host [S II] scaled
+#                        3: [α/Fe] of the stars, host [S II] scaled, gas metallicity above the stars'
+#                        (Tremonti et al. 2004)
 SPECTRA_DIR = "spectra"
 CATALOG_NAME = "GSWLC-mock.dat"
 MPAJHU_NAMES = ("gal_info-mock.fits", "gal_fiboh-mock.fits")  # read together: read_mpajhu(*survey.mpajhu_paths)
 TRUTH_NAME = "truth.fits"
 MANIFEST_NAME = "mock.json"
 JOURNAL_NAME = ".mock-journal.jsonl"
-SOLAR_OH = 8.69  # 12 + log10(O/H) of the Sun (Asplund et al. 2009)
+SOLAR_OH = pop.SOLAR_OH
 
 
 def _source_hash() -> str:
@@ -164,7 +165,8 @@ def _observe_galaxy(p: dict, rng):
     renderer, templates = _WORKER["renderer"], _WORKER["templates"]
     z = p["z"]
     tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
-    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p.get("alpha_fe", 0.0))
+    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p.get("alpha_fe", 0.0),
+                           p.get("logzgas"))
     d_l = float(_WORKER["cosmo"].luminosity_distance(z))
     # bagpipes made 10^MASSFORMED Msun of stars; we want logmstar surviving, seen through the fibre.
     scale = (10.0 ** (p["logmstar"] - rest.logmstar) * renderer.luminosity_distance_correction(z, d_l)
@@ -221,7 +223,7 @@ def _truth_row(record: dict, p: dict, rest, tau: float, observed, continuum, lin
         "filename": f"{SPECTRA_DIR}/{record['filename']}", "ra": record["ra"], "dec": record["dec"],
         "z": p["z"], "logmstar": p["logmstar"], "logmformed": p["logmstar"] - rest.logmstar + MASSFORMED,
         "logsfr": logsfr, "logssfr": logsfr - p["logmstar"], "logzsol": p["logzsol"],
-        "metallicity": SOLAR_OH + p["logzsol"], "mwage": rest.mwage, "age": p["age"], "tau": tau,
+        "metallicity": SOLAR_OH + p["logzgas"], "mwage": rest.mwage, "age": p["age"], "tau": tau,
         "a_v": p["a_v"], "a_b": p["a_v"] * renderer.a_b_per_a_v, "a_fuv": p["a_v"] * renderer.a_fuv_per_a_v,
         "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "alpha_fe": p["alpha_fe"], "logu": p["logu"], "quiescent": p["quiescent"],
         "fiber_frac": p["fiber_frac"], "sn_median": observed.sn_median, "depth": observed.depth,

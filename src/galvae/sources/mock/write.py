@@ -400,8 +400,9 @@ TRUTH_COLUMNS = {
     "logmformed": ("", "log10 stellar mass ever formed / Msun"),
     "logsfr": ("", "log10 SFR / (Msun/yr), averaged over the last 100 Myr"),
     "logssfr": ("", "log10 specific SFR / (1/yr) = logsfr - logmstar"),
-    "logzsol": ("", "log10 Z/Zsun of stars and gas"),
-    "metallicity": ("", "gas-phase 12 + log10(O/H) = 8.69 + logzsol (Asplund et al. 2009 solar)"),
+    "logzsol": ("", "log10 Z/Zsun of the stars"),
+    "metallicity": ("", "gas-phase 12 + log10(O/H) = 8.69 (Asplund et al. 2009 solar) + log10 Zgas/Zsun, the gas of "
+                        "the nebular lines: logzsol + the Tremonti et al. (2004) gas-star offset at this mass"),
     "mwage": ("Gyr", "mass-weighted stellar age"),
     "age": ("Gyr", "time since star formation began (delayed-tau SFH)"),
     "tau": ("Gyr", "delayed-tau SFH timescale, SFR(t) ~ t exp(-t/tau)"),
