@@ -1,5 +1,6 @@
 """Tests for the mock's [α/Fe] (deeper Mg, weaker Fe features in old massive galaxies) and the star-forming
-hosts' [S II]/Hα. Each checks a published number the mock is built to follow (see docs/mock_realism.md)."""
+hosts' lines ([S II]/Hα, gas metallicity, line attenuation). Each checks a published number the mock is
+built to follow (see docs/mock_realism.md)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ def test_response_keeps_mgfe_prime_and_leaves_the_rest():
     far = (wave < 4300) | (wave > 5450)
     assert np.array_equal(out[far], flux[far])
     assert response.enhance(flux, 0.0) is not None and np.array_equal(response.enhance(flux, 0.0), flux)
+
+
+def test_gas_follows_tremonti_and_lines_follow_garn_best(draws):
+    """Star-forming galaxies: gas 12 + log O/H near Tremonti et al. (2004) at their mass (0.1 dex), and the
+    lines' A_Hα near Garn & Best (2010) at their mass (median within 0.15 mag)."""
+    logm = np.array([p["logmstar"] for p in draws])
+    ssfr = np.array([p["logssfr"] for p in draws])
+    oh = population.SOLAR_OH + np.array([p["logzgas"] for p in draws])
+    a_halpha = np.array([p["a_v"] * p["eta"] for p in draws]) * population.A_HALPHA_PER_A_V
+    main_sequence = np.abs(ssfr - population.main_sequence_logssfr(logm)) < 0.3
+    for lo, hi in ((9.5, 10.0), (10.0, 10.5), (10.5, 11.0)):
+        sel = main_sequence & (logm >= lo) & (logm < hi)
+        assert sel.sum() > 40
+        mid = np.median(logm[sel])
+        assert np.median(oh[sel]) == pytest.approx(float(population.tremonti_oh(mid)), abs=0.1)
+        assert np.median(a_halpha[sel]) == pytest.approx(float(population.garn_best_a_halpha(mid)), abs=0.15)
 
 
 pytest.importorskip("bagpipes")

@@ -17,14 +17,15 @@ first, together, through the SDSS flux limit):
                ``quiescent`` means log sSFR < −11.
 ``age``        Gyr since star formation began (delayed-τ SFH, ψ ∝ t e^(−t/τ)); older for massive and
                quiescent galaxies; τ is then solved so that the SFH has exactly this sSFR.
-``logzsol``    log10 Z*/Zsun (stars and gas share it, as in bagpipes): mass–metallicity relation of
+``logzsol``    log10 Z*/Zsun of the stars: mass–metallicity relation of
                Gallazzi et al. (2005) shape, scatter 0.3 dex at 10^9 shrinking to 0.1 dex.
 ``logzgas``    (derived, not drawn) log10 Z/Zsun of the ionised gas that makes the nebular lines: the stars'
                ``logzsol`` plus the gap, at the galaxy's mass, between the gas-phase mass–metallicity
                relation of Tremonti et al. (2004) and the stellar one above (+0.3 to +0.45 dex).
 ``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
                and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
-               stars and nebular lines see twice as much (bagpipes ``eta`` = 2).
+               stars and nebular lines see ``eta`` times as much (derived from the mass,
+               :func:`nebular_eta`: 2.0–2.7, so that the lines' A_Hα follows Garn & Best 2010).
 ``logu``       log10 ionisation parameter of the nebular emission, lower at high metallicity
                (−3.35 at solar).
 ``vdisp``      stellar velocity dispersion, km/s: σ ∝ M^0.29 (100 km/s at 10^10 Msun), gas σ = 0.65 σ*.
@@ -63,12 +64,12 @@ TYPICAL_VALUES = {
 
 #: Truth-table columns that each generating parameter drives (the others stay constant when it is fixed).
 DRIVEN_COLUMNS = {
-    "logmstar": ("logmstar", "metallicity"),
+    "logmstar": ("logmstar", "metallicity", "a_v_lines"),
     "z": ("z",),
     "logssfr": ("logssfr", "logsfr", "tau", "mwage"),
     "age": ("age", "tau", "mwage"),
     "logzsol": ("logzsol", "metallicity"),  # metallicity: of the gas, logzsol + an offset set by the mass
-    "a_v": ("a_v", "a_b"),
+    "a_v": ("a_v", "a_b", "a_v_lines"),
     "logu": ("logu",),
     "vdisp": ("vdisp", "vdisp_gas"),
     "alpha_fe": ("alpha_fe",),
@@ -197,6 +198,29 @@ def gas_metallicity_offset(logm):
 def median_a_v(logm, logsfr):
     """Median Calzetti A_V (mag) given stellar mass and SFR (rising with both)."""
     return np.clip(0.5 + 0.2 * np.asarray(logsfr) + 0.15 * (np.asarray(logm) - 10.0), 0.08, 1.5)
+
+
+A_HALPHA_PER_A_V = 0.820  # Calzetti et al. (2000) k(6563 Å)/R_V = 3.32/4.05
+ETA_RANGE = (1.5, 4.0)
+
+
+def garn_best_a_halpha(logm):
+    """Median Hα attenuation (mag) of SDSS star-forming galaxies at stellar mass 10^logm, from their
+    Balmer decrements: Garn & Best (2010, MNRAS 409, 421), 0.91 + 0.77 X + 0.11 X² − 0.09 X³ with
+    X = log M* − 10 (here within 8.5–11.5)."""
+    x = np.clip(np.asarray(logm, float), 8.5, 11.5) - 10.0
+    return 0.91 + 0.77 * x + 0.11 * x ** 2 - 0.09 * x ** 3
+
+
+def nebular_eta(logm):
+    """Ratio of the lines' (and < 10 Myr stars') A_V to the older stars' (bagpipes ``eta``) at this mass:
+    a main-sequence galaxy of median a_v then has the Garn & Best (2010) A_Hα of its mass, and others
+    A_Hα = eta × a_v × k(Hα)/R_V with the scatter (and the lower dust of quiescent galaxies) of their
+    a_v. A fixed 2 (Calzetti 2000) left the star-forming mock's lines 0.1–0.4 mag less attenuated than
+    that above 10^10 Msun."""
+    main_sequence_sfr = np.asarray(logm, float) + main_sequence_logssfr(logm)
+    eta = garn_best_a_halpha(logm) / (median_a_v(logm, main_sequence_sfr) * A_HALPHA_PER_A_V)
+    return np.clip(eta, *ETA_RANGE)
 
 
 def median_logu(logzsol):
@@ -347,6 +371,7 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
     else:
         mean = median_a_v(logm, p["logssfr"] + logm)
         p["a_v"] = float(np.clip(mean * 10.0 ** rng.normal(0.0, 0.2), 0.0, 3.0))
+    p["eta"] = float(nebular_eta(logm))
 
     if "logu" in fixed:
         p["logu"] = fixed["logu"]

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 C_KMS = 299792.458
 R_INTERNAL = 3000.0  # bagpipes sampling, λ/Δλ = 2R: 1.7e-4 in ln λ, finer than an SDSS pixel (2.3e-4)
 T_BIRTH_CLOUD = 0.01  # Gyr: stars younger than this ionise gas and sit behind eta × A_V
-ETA_BIRTH_CLOUD = 2.0  # Calzetti (2000): nebular lines see ~2× the continuum attenuation
+ETA_BIRTH_CLOUD = 2.0  # Calzetti (2000): nebular lines see ~2× the continuum attenuation (default; the
+#                        mock sets it per galaxy, population.nebular_eta)
 MASSFORMED = 10.0  # log10 Msun formed in the model; spectra are rescaled to the wanted mass
 NII_SCALE_DEX = -0.2  # host [N II] lines (see the module docstring)
 #: Host [S II] 6717, 6731 lines. bagpipes' grid at the log U that puts the star-forming hosts on the SDSS
@@ -74,7 +75,7 @@ def air_to_vacuum(wave_air):
     return np.where(wave_air >= 2000.0, wave_air * n, wave_air)
 
 
-def components(z, age, tau, logzsol, a_v, logu, logzgas=None) -> dict:
+def components(z, age, tau, logzsol, a_v, logu, logzgas=None, eta=ETA_BIRTH_CLOUD) -> dict:
     """bagpipes model components of one galaxy: delayed-τ SFH, nebular emission (gas metallicity
     ``logzgas``, that of the stars when None), Calzetti dust."""
     return {
@@ -83,7 +84,7 @@ def components(z, age, tau, logzsol, a_v, logu, logzgas=None) -> dict:
         "delayed": {"age": float(age), "tau": float(tau), "massformed": MASSFORMED,
                     "metallicity": 10.0 ** float(logzsol)},
         "nebular": {"logU": float(logu), "metallicity": 10.0 ** float(logzsol if logzgas is None else logzgas)},
-        "dust": {"type": "Calzetti", "Av": float(a_v), "eta": ETA_BIRTH_CLOUD},
+        "dust": {"type": "Calzetti", "Av": float(a_v), "eta": float(eta)},
     }
 
 
@@ -204,12 +205,14 @@ class Renderer:
         d_bagpipes = float(np.interp(z, self._utils.z_array, self._utils.ldist_at_z))
         return (d_bagpipes / d_l_mpc) ** 2
 
-    def render(self, z, age, tau, logzsol, a_v, logu, alpha_fe: float = 0.0, logzgas=None) -> RestSpectrum:
+    def render(self, z, age, tau, logzsol, a_v, logu, alpha_fe: float = 0.0, logzgas=None,
+               eta: float = ETA_BIRTH_CLOUD) -> RestSpectrum:
         """The model galaxy's spectrum and lines for these parameters (10^MASSFORMED Msun formed);
         ``alpha_fe``: [α/Fe] of the stars (:mod:`.alpha`; 0 leaves bagpipes' solar-scaled spectrum);
-        ``logzgas``: log Z/Zsun of the gas of the nebular lines and continuum (None: that of the stars)."""
+        ``logzgas``: log Z/Zsun of the gas of the nebular lines and continuum (None: that of the stars);
+        ``eta``: A_V of the lines and of stars younger than 10 Myr over ``a_v``."""
         model = self.model
-        model.update(components(z, age, tau, logzsol, a_v, logu, logzgas))
+        model.update(components(z, age, tau, logzsol, a_v, logu, logzgas, eta))
         lines = np.array(list(model.line_fluxes.values()), dtype=float)
         lines[self.nii_index] *= 10.0 ** NII_SCALE_DEX
         lines[self.sii_index] *= 10.0 ** SII_SCALE_DEX

@@ -407,6 +407,7 @@ TRUTH_COLUMNS = {
     "age": ("Gyr", "time since star formation began (delayed-tau SFH)"),
     "tau": ("Gyr", "delayed-tau SFH timescale, SFR(t) ~ t exp(-t/tau)"),
     "a_v": ("mag", "Calzetti V-band attenuation of stars older than 10 Myr"),
+    "a_v_lines": ("mag", "Calzetti V-band attenuation of the nebular lines and of stars younger than 10 Myr"),
     "a_b": ("mag", "Calzetti B-band (4400 A) attenuation of stars older than 10 Myr"),
     "a_fuv": ("mag", "Calzetti FUV (1528 A) attenuation of stars older than 10 Myr"),
     "vdisp": ("km/s", "stellar velocity dispersion"),
