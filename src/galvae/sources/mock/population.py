@@ -25,7 +25,8 @@ first, together, through the SDSS flux limit):
 ``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
                and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
                stars and nebular lines see ``eta`` times as much (derived from the mass,
-               :func:`nebular_eta`: 2.0–2.7, so that the lines' A_Hα follows Garn & Best 2010).
+               :func:`nebular_eta`: 2.0–2.7 above 10^9 Msun, up to 4 below, so that the lines' A_Hα
+               follows Garn & Best 2010).
 ``logu``       log10 ionisation parameter of the nebular emission, lower at high metallicity
                (−3.35 at solar).
 ``vdisp``      stellar velocity dispersion, km/s: σ ∝ M^0.29 (100 km/s at 10^10 Msun), gas σ = 0.65 σ*.
