@@ -601,6 +601,13 @@ PHYSICS = """
   (S/N 3.9; Stoughton et al. 2002). The mock's S/N distribution is then that of the main galaxy sample's
   flux limit r < 17.77 (Strauss et al. 2002) over its population; the real set's higher S/N is its
   brighter selection (fibre g above).
+
+References: Baldry et al. 2012, MNRAS 421, 621; Calzetti et al. 2000, ApJ 533, 682; Gallazzi et al.
+2005, MNRAS 362, 41; Garn & Best 2010, MNRAS 409, 421; Heckman 1980, A&A 87, 152; Kauffmann et al.
+2003, MNRAS 346, 1055; Kewley et al. 2001, ApJ 556, 121; Kewley et al. 2006, MNRAS 372, 961; Nelson &
+Whittle 1996, ApJ 465, 96; Stoughton et al. 2002, AJ 123, 485; Strauss et al. 2002, AJ 124, 1810;
+Thomas, Maraston & Bender 2003, MNRAS 339, 897; Thomas et al. 2005, ApJ 621, 673; Tremonti et al.
+2004, ApJ 613, 898; Yan 2011, AJ 142, 153.
 """
 
 
