@@ -496,6 +496,9 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str, ru
     quiescent = np.asarray(t["logssfr"], float) < -11.0
     alpha_fe = np.asarray(t["alpha_fe"], float)
     sf_host = ~quiescent & (cls == 0)
+    gas_minus_stars = np.asarray(t["metallicity"], float) - 8.69 - np.asarray(t["logzsol"], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.asarray(t["a_v_lines"], float) / np.asarray(t["a_v"], float)
     bins = [(8.5, 9.8), (9.8, 10.2), (10.2, 10.6), (10.6, 11.0), (11.0, 11.8)]
     lines += [
         "## The mock's nuclei, quiescent fraction and [α/Fe] (truth table)",
@@ -511,6 +514,10 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str, ru
         + " | ".join(f"{np.mean(quiescent[(logm >= a) & (logm < b)]):.3f}" for a, b in bins) + " |",
         "| median [α/Fe], quiescent | "
         + " | ".join(f"{np.median(alpha_fe[(logm >= a) & (logm < b) & quiescent]):.3f}" for a, b in bins) + " |",
+        "| median log Z(gas) − log Z(stars), dex | "
+        + " | ".join(f"{np.median(gas_minus_stars[(logm >= a) & (logm < b)]):.2f}" for a, b in bins) + " |",
+        "| median A_V(lines) / A_V(stars) | "
+        + " | ".join(f"{np.nanmedian(eta[(logm >= a) & (logm < b)]):.2f}" for a, b in bins) + " |",
         "",
         f"True BPT class of all lines (noiseless): star-forming {np.mean(np.asarray(t['bpt_class']) == 0):.2f}, "
         f"composite {np.mean(np.asarray(t['bpt_class']) == 1):.2f}, AGN {np.mean(np.asarray(t['bpt_class']) == 2):.2f}; "
@@ -552,7 +559,8 @@ PHYSICS = """
 - **Star-forming hosts' lines**: bagpipes gives stars and gas one metallicity, but in SDSS galaxies
   the gas, enriched after most of the stars formed, is more metal-rich: the gas-phase mass–metallicity
   relation of Tremonti et al. (2004), on a photoionisation-model scale like that of bagpipes' Cloudy
-  grid, lies 0.3–0.45 dex above the mock's stellar one (Gallazzi et al. 2005 shape). The nebular
+  grid, lies 0.3–0.5 dex above the mock's stellar one (Gallazzi et al. 2005 shape; row "log Z(gas) −
+  log Z(stars)" above). The nebular
   lines now come from gas at the stars' logzsol plus that offset at the galaxy's mass
   (`population.gas_metallicity_offset`; truth column `metallicity` is the gas's 12 + log O/H). With the
   gas at the stars' metallicity the star-forming hosts sat up and left of the SDSS star-forming
@@ -566,7 +574,8 @@ PHYSICS = """
   diagram): the host's [S II] 6717, 6731 lines are scaled by 10^−0.2 (`render.SII_SCALE_DEX`;
   `tests/test_mock_alpha.py::test_star_forming_hosts_have_sdss_sii_to_halpha`).
 - **Dust on the lines**: the lines (and stars younger than 10 Myr) see eta × A_V; eta was a fixed 2
-  (Calzetti 2000). It is now set by the mass, 2.0–2.7 (`population.nebular_eta`), so that a
+  (Calzetti 2000). It is now set by the mass, 2.0–2.7 above 10^9 Msun (up to 4 below;
+  `population.nebular_eta`; row "A_V(lines) / A_V(stars)" above), so that a
   main-sequence galaxy of median A_V has the Hα attenuation Garn & Best (2010) measure from the Balmer
   decrements of SDSS star-forming galaxies at its mass (0.91 mag at 10^10 Msun, 1.7 at 10^11); with
   eta = 2 the mock's main-sequence lines were 0.1 mag (10^10 Msun) to 0.4 mag (10^11) less attenuated.

@@ -21,7 +21,7 @@ first, together, through the SDSS flux limit):
                Gallazzi et al. (2005) shape, scatter 0.3 dex at 10^9 shrinking to 0.1 dex.
 ``logzgas``    (derived, not drawn) log10 Z/Zsun of the ionised gas that makes the nebular lines: the stars'
                ``logzsol`` plus the gap, at the galaxy's mass, between the gas-phase mass–metallicity
-               relation of Tremonti et al. (2004) and the stellar one above (+0.3 to +0.45 dex).
+               relation of Tremonti et al. (2004) and the stellar one above (+0.3 to +0.5 dex).
 ``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
                and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
                stars and nebular lines see ``eta`` times as much (derived from the mass,
@@ -188,7 +188,7 @@ def gas_metallicity_offset(logm):
     Tremonti et al. (2004) and the stellar :func:`median_logzsol` of star-forming galaxies.
 
     bagpipes gives the stars and the gas one metallicity; in SDSS galaxies the gas, enriched after most
-    of the stars formed, is 0.3–0.45 dex more metal-rich than the stars on this (photoionisation-model)
+    of the stars formed, is 0.3–0.5 dex more metal-rich than the stars on this (photoionisation-model)
     abundance scale, the scale of bagpipes' Cloudy grid too. With the gas at the stars' metallicity the
     mock's star-forming hosts sat up and left of the SDSS star-forming sequence on the BPT diagram
     (too high [O III]/Hβ, too low [N II]/Hα) with too strong [O II] (docs/mock_realism.md).
