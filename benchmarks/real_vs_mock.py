@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT.parent / "shared" / "data" / "sdss"
 DOC = ROOT / "docs" / "mock_realism.md"
-TARGET_MEDIAN, TARGET_LOW_FRACTION = 30.0, 0.1  # issue 15: median percentile ≥ 30 %, ≤ 1 in 10 below the 5th
+TARGET_MEDIAN, TARGET_LOW_FRACTION = 30.0, 0.1  # target: median percentile ≥ 30 %, ≤ 1 in 10 below the 5th
 
 
 def _relative(path) -> str:

@@ -222,7 +222,8 @@ def test_mpajhu_files_give_star_forming_galaxies_a_metallicity(survey, survey_on
 def test_truth_is_consistent(survey):
     t = survey.truth
     assert np.allclose(t["logssfr"], t["logsfr"] - t["logmstar"])
-    assert np.allclose(t["metallicity"], 8.69 + t["logzsol"])
+    gas = np.clip(t["logzsol"] + population.gas_metallicity_offset(t["logmstar"]), *population.LOGZ_GAS_RANGE)
+    assert np.allclose(t["metallicity"], 8.69 + gas)
     assert np.all(t["a_b"] > t["a_v"] - 1e-12) and np.all(t["mwage"] < t["age"])
     assert np.all((t["fiber_frac"] > 0) & (t["fiber_frac"] < 1))
     # τ is solved so that the SFH has the drawn sSFR (reachable targets are hit to 1e-3 dex).

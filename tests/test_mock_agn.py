@@ -145,5 +145,5 @@ def test_star_forming_hosts_lie_below_the_kauffmann_line():
     assert len(hosts) == 40
     for p in hosts:
         tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
-        rest = renderer.render(p["z"], p["age"], tau, p["logzsol"], p["a_v"], p["logu"])
+        rest = renderer.render(p["z"], p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p["alpha_fe"], p["logzgas"])
         assert bpt_class(agn.bpt_ratios(rest.line_wave, rest.line_flux)) == 0, p

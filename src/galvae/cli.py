@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--vary", default=None,
                    help="comma-separated generating parameters allowed to vary (others fixed): "
-                        "logmstar,z,logssfr,age,logzsol,a_v,logu,vdisp,agn; default: all")
+                        "logmstar,z,logssfr,age,logzsol,a_v,logu,vdisp,alpha_fe,agn; default: all")
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     p.add_argument("--zmin", type=float, default=0.01)
     p.add_argument("--zmax", type=float, default=0.1)

@@ -17,14 +17,24 @@ first, together, through the SDSS flux limit):
                ``quiescent`` means log sSFR < −11.
 ``age``        Gyr since star formation began (delayed-τ SFH, ψ ∝ t e^(−t/τ)); older for massive and
                quiescent galaxies; τ is then solved so that the SFH has exactly this sSFR.
-``logzsol``    log10 Z*/Zsun (stars and gas share it, as in bagpipes): mass–metallicity relation of
+``logzsol``    log10 Z*/Zsun of the stars: mass–metallicity relation of
                Gallazzi et al. (2005) shape, scatter 0.3 dex at 10^9 shrinking to 0.1 dex.
+``logzgas``    (derived, not drawn) log10 Z/Zsun of the ionised gas that makes the nebular lines: the stars'
+               ``logzsol`` plus the gap, at the galaxy's mass, between the gas-phase mass–metallicity
+               relation of Tremonti et al. (2004) and the stellar one above (+0.3 to +0.5 dex).
 ``a_v``        Calzetti (2000) V-band attenuation of stars older than 10 Myr, mag; mean rises with SFR
                and mass (0.2 at 10^9 to 0.8 at 10^11 on the main sequence), ×/÷ 1.6 scatter. Young
-               stars and nebular lines see twice as much (bagpipes ``eta`` = 2).
+               stars and nebular lines see ``eta`` times as much (derived from the mass,
+               :func:`nebular_eta`: 2.0–2.7 above 10^9 Msun, up to 4 below, so that the lines' A_Hα
+               follows Garn & Best 2010).
 ``logu``       log10 ionisation parameter of the nebular emission, lower at high metallicity
                (−3.35 at solar).
 ``vdisp``      stellar velocity dispersion, km/s: σ ∝ M^0.29 (100 km/s at 10^10 Msun), gas σ = 0.65 σ*.
+``alpha_fe``   [α/Fe] of the stars (:mod:`.alpha` turns it into deeper Mg and weaker Fe features): for
+               quiescent galaxies the [α/Fe]–σ relation of Thomas et al. (2005),
+               −0.55 + 0.33 log σ (≈ 0.21 at 200 km/s), intrinsic scatter 0.05 dex; ≈ 0 on the
+               star-forming main sequence (continued star formation, Fe from type Ia supernovae), a
+               linear ramp in log sSFR between the two. Drawn from its own stream.
 ``agn``        narrow-line AGN (Seyfert) or LINER-like emission in the fibre (:func:`draw_agn`); drawn
                from its own stream, so adding it left every other draw of galaxy *i* unchanged.
                Pinned (``vary`` without ``agn``): no AGN.
@@ -43,26 +53,27 @@ from functools import lru_cache
 import numpy as np
 
 #: Generating parameters in the order they are drawn; ``vary`` picks a subset.
-GENERATING_PARAMETERS = ("logmstar", "z", "logssfr", "age", "logzsol", "a_v", "logu", "vdisp", "agn")
+GENERATING_PARAMETERS = ("logmstar", "z", "logssfr", "age", "logzsol", "a_v", "logu", "vdisp", "alpha_fe", "agn")
 
 AGN_NONE, AGN_SEYFERT, AGN_LINER = 0, 1, 2  # truth column agn_class
 
 #: Values of the parameters that ``vary`` leaves out (a typical star-forming disc near the knee).
 TYPICAL_VALUES = {
     "logmstar": 10.4, "z": 0.06, "logssfr": -10.1, "age": 7.0, "logzsol": -0.05,
-    "a_v": 0.5, "logu": -3.05, "vdisp": 120.0, "agn": AGN_NONE,
+    "a_v": 0.5, "logu": -3.05, "vdisp": 120.0, "alpha_fe": 0.0, "agn": AGN_NONE,
 }  # fmt: skip
 
 #: Truth-table columns that each generating parameter drives (the others stay constant when it is fixed).
 DRIVEN_COLUMNS = {
-    "logmstar": ("logmstar",),
+    "logmstar": ("logmstar", "metallicity", "a_v_lines"),
     "z": ("z",),
     "logssfr": ("logssfr", "logsfr", "tau", "mwage"),
     "age": ("age", "tau", "mwage"),
-    "logzsol": ("logzsol", "metallicity"),
-    "a_v": ("a_v", "a_b"),
+    "logzsol": ("logzsol", "metallicity"),  # metallicity: of the gas, logzsol + an offset set by the mass
+    "a_v": ("a_v", "a_b", "a_v_lines"),
     "logu": ("logu",),
     "vdisp": ("vdisp", "vdisp_gas"),
+    "alpha_fe": ("alpha_fe",),
     "agn": ("agn_class", "agn_log_loiii"),
 }
 
@@ -77,6 +88,11 @@ H0, OM0 = 70.0, 0.3
 def population_stream(seed: int, index: int) -> np.random.Generator:
     """The random stream of galaxy ``index``'s generating parameters."""
     return np.random.default_rng([int(seed), int(index), 0])
+
+
+def alpha_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of galaxy ``index``'s [α/Fe] (separate, so the other draws predate it unchanged)."""
+    return np.random.default_rng([int(seed), int(index), 5])
 
 
 def agn_stream(seed: int, index: int) -> np.random.Generator:
@@ -156,9 +172,56 @@ def median_logzsol(logm, quiescent=False):
     return 0.1 - 0.75 / (1.0 + np.exp((np.asarray(logm) - 9.7) / 0.45)) + 0.08 * quiescent
 
 
+SOLAR_OH = 8.69  # 12 + log10(O/H) of the Sun (Asplund et al. 2009)
+LOGZ_GAS_RANGE = (-1.3, 0.6)  # within bagpipes' nebular grid (0.005–5 Zsun)
+
+
+def tremonti_oh(logm):
+    """Gas-phase 12 + log(O/H) of SDSS star-forming galaxies at stellar mass 10^logm: Tremonti et al.
+    (2004, ApJ 613, 898), −1.492 + 1.847 x − 0.08026 x² (x = log M*, 8.5 < x < 11.5)."""
+    x = np.clip(np.asarray(logm, float), 8.5, 11.5)
+    return -1.492 + 1.847 * x - 0.08026 * x ** 2
+
+
+def gas_metallicity_offset(logm):
+    """log Z_gas − log Z* (dex) at stellar mass 10^logm: the gap between the gas-phase relation of
+    Tremonti et al. (2004) and the stellar :func:`median_logzsol` of star-forming galaxies.
+
+    bagpipes gives the stars and the gas one metallicity; in SDSS galaxies the gas, enriched after most
+    of the stars formed, is 0.3–0.5 dex more metal-rich than the stars on this (photoionisation-model)
+    abundance scale, the scale of bagpipes' Cloudy grid too. With the gas at the stars' metallicity the
+    mock's star-forming hosts sat up and left of the SDSS star-forming sequence on the BPT diagram
+    (too high [O III]/Hβ, too low [N II]/Hα) with too strong [O II] (docs/mock_realism.md).
+    """
+    return tremonti_oh(logm) - SOLAR_OH - median_logzsol(logm, quiescent=False)
+
+
 def median_a_v(logm, logsfr):
     """Median Calzetti A_V (mag) given stellar mass and SFR (rising with both)."""
     return np.clip(0.5 + 0.2 * np.asarray(logsfr) + 0.15 * (np.asarray(logm) - 10.0), 0.08, 1.5)
+
+
+A_HALPHA_PER_A_V = 0.820  # Calzetti et al. (2000) k(6563 Å)/R_V = 3.32/4.05
+ETA_RANGE = (1.5, 4.0)
+
+
+def garn_best_a_halpha(logm):
+    """Median Hα attenuation (mag) of SDSS star-forming galaxies at stellar mass 10^logm, from their
+    Balmer decrements: Garn & Best (2010, MNRAS 409, 421), 0.91 + 0.77 X + 0.11 X² − 0.09 X³ with
+    X = log M* − 10 (here within 8.5–11.5)."""
+    x = np.clip(np.asarray(logm, float), 8.5, 11.5) - 10.0
+    return 0.91 + 0.77 * x + 0.11 * x ** 2 - 0.09 * x ** 3
+
+
+def nebular_eta(logm):
+    """Ratio of the lines' (and < 10 Myr stars') A_V to the older stars' (bagpipes ``eta``) at this mass:
+    a main-sequence galaxy of median a_v then has the Garn & Best (2010) A_Hα of its mass, and others
+    A_Hα = eta × a_v × k(Hα)/R_V with the scatter (and the lower dust of quiescent galaxies) of their
+    a_v. A fixed 2 (Calzetti 2000) left the star-forming mock's lines 0.1–0.4 mag less attenuated than
+    that above 10^10 Msun."""
+    main_sequence_sfr = np.asarray(logm, float) + main_sequence_logssfr(logm)
+    eta = garn_best_a_halpha(logm) / (median_a_v(logm, main_sequence_sfr) * A_HALPHA_PER_A_V)
+    return np.clip(eta, *ETA_RANGE)
 
 
 def median_logu(logzsol):
@@ -172,6 +235,21 @@ def median_logu(logzsol):
 def median_log_vdisp(logm, quiescent=False):
     """Median log10 stellar velocity dispersion (km/s)."""
     return 2.0 + 0.29 * (np.asarray(logm) - 10.0) + 0.05 * quiescent
+
+
+ALPHA_FE_SCATTER = 0.05  # dex, intrinsic (Thomas et al. 2005)
+ALPHA_FE_RANGE = (-0.1, 0.5)
+
+
+def median_alpha_fe(vdisp, logssfr):
+    """Median [α/Fe] of the stars given σ* (km/s) and log sSFR (yr⁻¹).
+
+    Quiescent (log sSFR ≤ −11): Thomas et al. (2005, ApJ 621, 673), [α/Fe] = −0.55 + 0.33 log σ; on the
+    main sequence (log sSFR ≥ −10) 0, their low-mass galaxies with young populations having low
+    [α/Fe]; linear in log sSFR between.
+    """
+    early = np.clip((-10.0 - np.asarray(logssfr, float)) / 1.0, 0.0, 1.0)
+    return early * (-0.55 + 0.33 * np.log10(np.asarray(vdisp, float)))
 
 
 def median_age(logm, quiescent: bool):
@@ -287,11 +365,14 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
         scatter = float(np.clip(0.3 - 0.1 * (logm - 9.0), 0.1, 0.3))
         p["logzsol"] = _truncated_normal(rng, median_logzsol(logm, quiescent), scatter, -1.3, 0.35)
 
+    p["logzgas"] = float(np.clip(p["logzsol"] + gas_metallicity_offset(logm), *LOGZ_GAS_RANGE))
+
     if "a_v" in fixed:
         p["a_v"] = fixed["a_v"]
     else:
         mean = median_a_v(logm, p["logssfr"] + logm)
         p["a_v"] = float(np.clip(mean * 10.0 ** rng.normal(0.0, 0.2), 0.0, 3.0))
+    p["eta"] = float(nebular_eta(logm))
 
     if "logu" in fixed:
         p["logu"] = fixed["logu"]
@@ -303,6 +384,12 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
     else:
         p["vdisp"] = float(np.clip(10.0 ** rng.normal(median_log_vdisp(logm, quiescent), 0.07), 30.0, 400.0))
     p["vdisp_gas"] = max(25.0, 0.65 * p["vdisp"])
+
+    if "alpha_fe" in fixed:
+        p["alpha_fe"] = fixed["alpha_fe"]
+    else:
+        p["alpha_fe"] = _truncated_normal(alpha_stream(seed, index), float(median_alpha_fe(p["vdisp"], p["logssfr"])),
+                                          ALPHA_FE_SCATTER, *ALPHA_FE_RANGE)
 
     p.update(draw_agn(agn_stream(seed, index), logm, p["logssfr"], p["vdisp"], pinned="agn" in fixed))
     p["agn"] = p["agn_class"]

@@ -1,7 +1,7 @@
 """Rest-frame galaxy spectra from bagpipes (BC03 + MILES stellar grids, Cloudy nebular grids).
 
 One :class:`Renderer` per process: building a ``bagpipes.model_galaxy`` resamples the stellar and
-nebular grids (~1 s), updating it for a new galaxy costs ~2 ms. Three departures from a plain
+nebular grids (~1 s), updating it for a new galaxy costs ~2 ms. Departures from a plain
 ``model_galaxy(..., spec_wavs=...)`` call, each for speed or fidelity:
 
 - ``spec_wavs`` only sets bagpipes' internal sampling (R = 3000 between the bluest rest wavelength
@@ -11,10 +11,16 @@ nebular grids (~1 s), updating it for a new galaxy costs ~2 ms. Three departures
   returned as a list, so the instrument can draw them as resolved Gaussians with the gas dispersion;
 - wavelengths are converted from air (BC03, MILES and Cloudy line lists are in air) to vacuum, like
   SDSS spectra;
+- the nebular emission has its own metallicity (bagpipes' ``nebular`` ``metallicity``), the gas's,
+  above the stars' (:func:`.population.gas_metallicity_offset`);
 - the [N II] 6548, 6584 lines are scaled by 10^−0.2 (:data:`NII_SCALE_DEX`): bagpipes' grid ties
   nitrogen to the one metallicity of stars and gas, and its metal-rich H II regions then lie 0.1–0.3 dex
   right of the SDSS star-forming sequence, across the Kauffmann et al. (2003) line that bounds it
-  (with this scaling and log U of :mod:`.population`, every star-forming host is below that line).
+  (with this scaling and log U of :mod:`.population`, every star-forming host is below that line);
+- the [S II] 6717, 6731 lines are scaled by 10^−0.2 (:data:`SII_SCALE_DEX`): at that log U bagpipes' grid
+  puts the star-forming hosts' [S II]/Hα about 0.2 dex above the SDSS star-forming galaxies';
+- the stellar continuum's Lick Mg and Fe features are deepened or weakened for the galaxy's [α/Fe]
+  (:mod:`.alpha`), before the velocity broadening, which the observation applies.
 
 Importing bagpipes prints to stdout and may write its IGM table into its own package folder on the
 very first import; it writes nothing into the working directory while making models (checked in
@@ -35,9 +41,15 @@ log = logging.getLogger(__name__)
 C_KMS = 299792.458
 R_INTERNAL = 3000.0  # bagpipes sampling, λ/Δλ = 2R: 1.7e-4 in ln λ, finer than an SDSS pixel (2.3e-4)
 T_BIRTH_CLOUD = 0.01  # Gyr: stars younger than this ionise gas and sit behind eta × A_V
-ETA_BIRTH_CLOUD = 2.0  # Calzetti (2000): nebular lines see ~2× the continuum attenuation
+ETA_BIRTH_CLOUD = 2.0  # Calzetti (2000): nebular lines see ~2× the continuum attenuation (default; the
+#                        mock sets it per galaxy, population.nebular_eta)
 MASSFORMED = 10.0  # log10 Msun formed in the model; spectra are rescaled to the wanted mass
 NII_SCALE_DEX = -0.2  # host [N II] lines (see the module docstring)
+#: Host [S II] 6717, 6731 lines. bagpipes' grid at the log U that puts the star-forming hosts on the SDSS
+#: [N II]–[O III] sequence (:func:`.population.median_logu`) gives log [S II]/Hα ≈ −0.2 to −0.3 ([S II]
+#: forms in the partly ionised zone beyond the ionisation front, which grows as log U falls), while SDSS star-forming galaxies lie near −0.4 to −0.5 (Kewley et al. 2006,
+#: MNRAS 372, 961, their [S II] diagram). An empirical correction like the [N II] one.
+SII_SCALE_DEX = -0.2
 
 
 def import_bagpipes():
@@ -63,15 +75,16 @@ def air_to_vacuum(wave_air):
     return np.where(wave_air >= 2000.0, wave_air * n, wave_air)
 
 
-def components(z, age, tau, logzsol, a_v, logu) -> dict:
-    """bagpipes model components of one galaxy: delayed-τ SFH, nebular emission, Calzetti dust."""
+def components(z, age, tau, logzsol, a_v, logu, logzgas=None, eta=ETA_BIRTH_CLOUD) -> dict:
+    """bagpipes model components of one galaxy: delayed-τ SFH, nebular emission (gas metallicity
+    ``logzgas``, that of the stars when None), Calzetti dust."""
     return {
         "redshift": float(z),
         "t_bc": T_BIRTH_CLOUD,
         "delayed": {"age": float(age), "tau": float(tau), "massformed": MASSFORMED,
                     "metallicity": 10.0 ** float(logzsol)},
-        "nebular": {"logU": float(logu)},
-        "dust": {"type": "Calzetti", "Av": float(a_v), "eta": ETA_BIRTH_CLOUD},
+        "nebular": {"logU": float(logu), "metallicity": 10.0 ** float(logzsol if logzgas is None else logzgas)},
+        "dust": {"type": "Calzetti", "Av": float(a_v), "eta": float(eta)},
     }
 
 
@@ -149,6 +162,12 @@ class Renderer:
             raise RuntimeError("bagpipes line names are not unique: line fluxes would be lost")
         self.halpha_index = int(np.argmin(np.abs(config.line_wavs - 6562.8)))
         self.nii_index = np.array([int(np.argmin(np.abs(config.line_wavs - w))) for w in (6548.05, 6583.45)])
+        self.sii_index = np.array([int(np.argmin(np.abs(config.line_wavs - w))) for w in (6716.44, 6730.82)])
+        if not np.allclose(config.line_wavs[self.sii_index], (6716.44, 6730.82), atol=0.5):
+            raise RuntimeError("bagpipes' line list has no [S II] 6717, 6731")
+        from .alpha import AlphaResponse
+
+        self.alpha = AlphaResponse(self.wave_vac)
         log.debug("bagpipes model ready: %d wavelengths", self.wave_vac.size)
 
     # --- star-formation history -----------------------------------------------------------------
@@ -186,14 +205,19 @@ class Renderer:
         d_bagpipes = float(np.interp(z, self._utils.z_array, self._utils.ldist_at_z))
         return (d_bagpipes / d_l_mpc) ** 2
 
-    def render(self, z, age, tau, logzsol, a_v, logu) -> RestSpectrum:
-        """The model galaxy's spectrum and lines for these parameters (10^MASSFORMED Msun formed)."""
+    def render(self, z, age, tau, logzsol, a_v, logu, alpha_fe: float = 0.0, logzgas=None,
+               eta: float = ETA_BIRTH_CLOUD) -> RestSpectrum:
+        """The model galaxy's spectrum and lines for these parameters (10^MASSFORMED Msun formed);
+        ``alpha_fe``: [α/Fe] of the stars (:mod:`.alpha`; 0 leaves bagpipes' solar-scaled spectrum);
+        ``logzgas``: log Z/Zsun of the gas of the nebular lines and continuum (None: that of the stars);
+        ``eta``: A_V of the lines and of stars younger than 10 Myr over ``a_v``."""
         model = self.model
-        model.update(components(z, age, tau, logzsol, a_v, logu))
+        model.update(components(z, age, tau, logzsol, a_v, logu, logzgas, eta))
         lines = np.array(list(model.line_fluxes.values()), dtype=float)
         lines[self.nii_index] *= 10.0 ** NII_SCALE_DEX
+        lines[self.sii_index] *= 10.0 ** SII_SCALE_DEX
         return RestSpectrum(
-            wave=self.wave_vac, flux=np.asarray(model.spectrum_full, dtype=float),
+            wave=self.wave_vac, flux=self.alpha.enhance(np.asarray(model.spectrum_full, dtype=float), float(alpha_fe)),
             line_wave=self.line_wave_vac, line_flux=lines,
             logmstar=float(model.sfh.stellar_mass), sfr=float(model.sfh.sfr),
             mwage=float(model.sfh.mass_weighted_age),

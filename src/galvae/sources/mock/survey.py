@@ -39,14 +39,16 @@ from .render import ETA_BIRTH_CLOUD, MASSFORMED
 log = logging.getLogger(__name__)
 
 #: Bump when the same configuration would give different files.
-GENERATOR_VERSION = 2  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files
+GENERATOR_VERSION = 3  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files;
+#                        3: [α/Fe] of the stars, host [S II] scaled, gas metallicity above the stars'
+#                        (Tremonti et al. 2004), line attenuation after Garn & Best (2010)
 SPECTRA_DIR = "spectra"
 CATALOG_NAME = "GSWLC-mock.dat"
 MPAJHU_NAMES = ("gal_info-mock.fits", "gal_fiboh-mock.fits")  # read together: read_mpajhu(*survey.mpajhu_paths)
 TRUTH_NAME = "truth.fits"
 MANIFEST_NAME = "mock.json"
 JOURNAL_NAME = ".mock-journal.jsonl"
-SOLAR_OH = 8.69  # 12 + log10(O/H) of the Sun (Asplund et al. 2009)
+SOLAR_OH = pop.SOLAR_OH
 
 
 def _source_hash() -> str:
@@ -163,14 +165,16 @@ def _observe_galaxy(p: dict, rng):
     renderer, templates = _WORKER["renderer"], _WORKER["templates"]
     z = p["z"]
     tau = renderer.solve_tau(p["age"], p["logssfr"], p["logzsol"])
-    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"])
+    eta = p.get("eta", ETA_BIRTH_CLOUD)
+    rest = renderer.render(z, p["age"], tau, p["logzsol"], p["a_v"], p["logu"], p.get("alpha_fe", 0.0),
+                           p.get("logzgas"), eta)
     d_l = float(_WORKER["cosmo"].luminosity_distance(z))
     # bagpipes made 10^MASSFORMED Msun of stars; we want logmstar surviving, seen through the fibre.
     scale = (10.0 ** (p["logmstar"] - rest.logmstar) * renderer.luminosity_distance_correction(z, d_l)
              * p["fiber_frac"] * 1e17)
     wdisp = templates.wdisp * (1.0 + rng.normal(0.0, templates.wdisp_sigma))
     # The AGN's L[O III] is the fibre's (as measured in SDSS), so no fibre-aperture factor.
-    agn_wave, agn_flux = agn_mod.agn_lines(p, d_l, p["a_v"] * ETA_BIRTH_CLOUD)
+    agn_wave, agn_flux = agn_mod.agn_lines(p, d_l, p["a_v"] * eta)
     extra = (agn_wave, agn_flux, np.full(agn_wave.size, p.get("agn_sigma", 0.0)))
     model, continuum = obs_mod.observed_model(rest.wave, rest.flux * scale, rest.line_wave, rest.line_flux * scale,
                                               z, p["vdisp"], p["vdisp_gas"], wdisp, extra_lines=extra)
@@ -220,9 +224,11 @@ def _truth_row(record: dict, p: dict, rest, tau: float, observed, continuum, lin
         "filename": f"{SPECTRA_DIR}/{record['filename']}", "ra": record["ra"], "dec": record["dec"],
         "z": p["z"], "logmstar": p["logmstar"], "logmformed": p["logmstar"] - rest.logmstar + MASSFORMED,
         "logsfr": logsfr, "logssfr": logsfr - p["logmstar"], "logzsol": p["logzsol"],
-        "metallicity": SOLAR_OH + p["logzsol"], "mwage": rest.mwage, "age": p["age"], "tau": tau,
-        "a_v": p["a_v"], "a_b": p["a_v"] * renderer.a_b_per_a_v, "a_fuv": p["a_v"] * renderer.a_fuv_per_a_v,
-        "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "logu": p["logu"], "quiescent": p["quiescent"],
+        "metallicity": SOLAR_OH + p["logzgas"], "mwage": rest.mwage, "age": p["age"], "tau": tau,
+        "a_v": p["a_v"], "a_v_lines": p["a_v"] * p.get("eta", ETA_BIRTH_CLOUD),
+        "a_b": p["a_v"] * renderer.a_b_per_a_v, "a_fuv": p["a_v"] * renderer.a_fuv_per_a_v,
+        "vdisp": p["vdisp"], "vdisp_gas": p["vdisp_gas"], "alpha_fe": p["alpha_fe"], "logu": p["logu"],
+        "quiescent": p["quiescent"],
         "fiber_frac": p["fiber_frac"], "sn_median": observed.sn_median, "depth": observed.depth,
         "ew_halpha": ew_halpha, "ew_oiii": _ew(lines, "oiii5007", continuum, p["z"]), **agn,
         "calib_rms": observed.calib_rms, "sky_resid_rms": observed.sky_resid_rms,
@@ -385,7 +391,7 @@ def make_mock_survey(out_dir, n: int = 1000, seed: int = 0, vary=None, workers: 
     vary
         ``None``: every generating parameter follows the population. Otherwise the names (sequence or
         comma-separated string) of the parameters allowed to vary, among ``logmstar, z, logssfr, age,
-        logzsol, a_v, logu, vdisp`` (see :mod:`.population`); the others are pinned to
+        logzsol, a_v, logu, vdisp, alpha_fe, agn`` (see :mod:`.population`); the others are pinned to
         :data:`~.population.TYPICAL_VALUES`, so the spectra span a known number of dimensions (plus
         noise, sky, fibre aperture and masks, which always vary).
     workers
