@@ -124,3 +124,21 @@ def test_scoring_a_fixed_offset_model_from_statistics_equals_scoring_its_pixels(
     np.testing.assert_allclose(fast["chi2_per_pixel"], slow["chi2_per_pixel"], rtol=1e-4)
     assert (fast["ln_likelihood_ml"] >= fast["ln_likelihood"] - 1e-3).all()
     assert (fast["ln_likelihood_ml"] > fast["ln_likelihood"] + 1e-3).any()  # the refinement moved z
+
+
+def test_a_fixed_offset_grid_trains_and_scores_every_cell_on_statistics(tmp_path, monkeypatch):
+    from galvae.select import select_grid
+
+    data = synthetic_dataset(300, 96, seed=3, nan_fraction=0.05)
+    calls = []
+    compute = basis_split.compute_statistics
+    monkeypatch.setattr(basis_split, "compute_statistics", lambda split, model: calls.append(len(split)) or
+                        compute(split, model))
+    basis_split._cache.clear()
+    r = select_grid(data, tmp_path / "g", latent="1-2", conditions="none,logmstar", seeds=1, epochs=2,
+                    scheduler="sync", progress=False, batch_size=64, n_iwae=4, n_basis=8, train_offset=False)
+    assert r.n_done == 4 and np.isfinite(np.asarray(r.table["bic_mean"], float)).all()
+    for row in r.table:
+        config = json.loads((tmp_path / "g" / "cells" / row["cell"] / "config.json").read_text())
+        assert config["model"]["train_offset"] is False
+    assert len(calls) == 3  # train, val and test statistics, once for the four cells
