@@ -148,7 +148,7 @@ def batch_loss(model: VAE, batch: StatBatch, beta: float, generator: torch.Gener
     mu, logvar = model.encode_projections(batch.stats.p, batch.cond)
     eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
     z = mu + torch.exp(0.5 * logvar) * eps
-    u = model.decoder.net(model._with_conditions(z, batch.cond))
+    u = model.output_basis()[0](z, batch.cond)
     return -ln_likelihood(u, batch.stats) + kl_term(mu, logvar, "gaussian", beta), mu
 
 
@@ -162,7 +162,7 @@ def validate(model: VAE, data: BasisSplit, beta: float, seed: int, batch_size: i
     losses, chi2s = [], []
     for b in data.eval_batches(batch_size):
         loss, mu = batch_loss(model, b, beta, gen)
-        u_mean = model.decoder.net(model._with_conditions(mu, b.cond))
+        u_mean = model.output_basis()[0](mu, b.cond)
         losses.append(loss)
         chi2s.append(chi2(u_mean, b.stats) / b.stats.n_good)
     model.train(was_training)
