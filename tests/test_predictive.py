@@ -28,6 +28,21 @@ def test_knn_reads_a_curved_property_that_a_linear_fit_misses():
     assert all(float(r2_score(y, out_of_fold(noise, y, m))) < 0.05 for m in ("knn", "linear"))
 
 
+def test_a_few_far_encodings_do_not_wreck_the_linear_probe():
+    # a handful of spectra unlike the rest (luminous AGN) encoded 100 sigma out: plain least squares is
+    # levered by them and extrapolates; the probe clips latents to the training folds' 1-99 % range
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((500, 3))
+    y = z @ [1.0, 0.5, 0.0] + 0.3 * rng.standard_normal(500)
+    z[:4] = rng.choice([-100.0, 100.0], size=(4, 3))
+    plain = cross_val_predict(LinearRegression(), z, y, cv=KFold(5, shuffle=True, random_state=0))
+    assert float(r2_score(y, plain)) < 0.5
+    assert float(r2_score(y, out_of_fold(z, y, "linear"))) > 0.8
+
+
 def test_knn_is_blind_to_the_scale_of_a_latent():
     # standardised latents: a latent in huge units must not drown the one that carries the property
     rng = np.random.default_rng(1)

@@ -361,9 +361,10 @@ def _latent_information(out, stamps, base, latents, split, dataset, truth, truth
 
     from ..models import load_model
     from .catalog import raw_latents
-    from .predictive import latent_information
+    from .predictive import PROTOCOL, latent_information
 
-    key = _digest(base, [_model_digest(d) for d in cvae_dirs], _truth_digest(truth), seed, "r2")
+    # the protocol's text is in the key: a changed probe must not reuse an old table
+    key = _digest(base, [_model_digest(d) for d in cvae_dirs], _truth_digest(truth), seed, PROTOCOL)
     if stamps.fresh("r2", key, out / "r2.ecsv"):
         return Table.read(out / "r2.ecsv")
     test = np.flatnonzero(split == "test")
