@@ -75,20 +75,23 @@ def main(argv=None):
     ap.add_argument("--run", type=Path, required=True, help="a finished `galvae run` folder (on a mock)")
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--match", type=int, default=50, help="mock test spectra per real galaxy, nearest in S/N")
+    ap.add_argument("--explained", type=Path, help="another model of this run, explained: the --out of `galvae explain "
+                    "--model M --data RUN/dataset.zarr --truth RUN/mock/truth.fits`; default: the run's own model")
     ap.add_argument("--doc", action="store_true", help="write the result into docs/mock_realism.md")
     args = ap.parse_args(argv)
     if not args.dir.is_dir():
         raise SystemExit(f"{args.dir} not found: the real SDSS files are needed for this comparison")
     run = args.run
     config = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    analysis = args.explained / "analysis" if args.explained else run / "analysis"
+    summary = json.loads((analysis / "summary.json").read_text())
     p = config["prepare"]
     real = run / "real_sdss.zarr"
     result = prepare_dataset(args.dir, real, scheduler="sync", progress=False, config=PrepareConfig(
         zmax=p["zmax"], n_pix=p["n_pix"], wave_min=p["wave_min"], wave_max=p["wave_max"],
         max_bad_fraction=p["max_bad_fraction"], n_components=p["n_components"], n_iter=p["n_iter"]))
     print(result.summary())
-    table = encode_external(summary["model_dir"], run / "analysis", real, name="real_sdss")
+    table = encode_external(summary["model_dir"], analysis, real, name="real_sdss")
 
     # S/N of the real galaxies (their files) and of the mock's test spectra (truth table).
     info = {}
@@ -98,7 +101,7 @@ def main(argv=None):
         except ValueError:
             continue
         info[s.id] = (s.sn_median, s.subclass)
-    ref = Table.read(run / "analysis" / "latents.fits")
+    ref = Table.read(analysis / "latents.fits")
     ref = ref[np.asarray(ref["split"]).astype(str) == "test"]
     truth = Table.read(run / "mock" / "truth.fits", mask_invalid=False)
     sn_by_id = dict(zip(np.asarray(truth["id"]).astype(str), np.asarray(truth["sn_median"], float)))
@@ -124,11 +127,13 @@ def main(argv=None):
         "## Can the model tell them apart?",
         "",
         f"Made by `python benchmarks/real_vs_mock.py --run {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run} "
-        f"--match {args.match} --doc` on the model `{_relative(summary.get('model_dir', '?'))}` "
+        f"--match {args.match}{f' --explained {_relative(args.explained)}' if args.explained else ''} --doc` on the model "
+        f"`{_relative(summary.get('model_dir', '?'))}` "
         f"(`galvae run --out {_relative(run)} --workers 1 --config` a YAML file holding `mock: {{n: {config['mock']['n']}, "
         f"seed: {config['mock']['seed']}}}` and `select: {{latent: \"{config['select']['latent']}\", conditions: "
-        f"{config['select']['conditions']}, seeds: {config['select']['seeds']}}}`, the {config['preset']} preset "
-        f"otherwise: {config['select']['arch']} architecture, {config['select']['epochs']} epochs; {len(truth)} galaxies; "
+        f"{config['select']['conditions']}, seeds: {config['select']['seeds']}, epochs: {config['select']['epochs']}, "
+        f"patience: {config['select']['patience']}}}`, the {config['preset']} preset otherwise: "
+        f"{config['select']['arch']} architecture; {len(truth)} galaxies; "
         f"{len(ref)} test spectra, S/N {np.median(ref_snr):.1f} [{np.percentile(ref_snr, 16):.1f}, "
         f"{np.percentile(ref_snr, 84):.1f}]). Real galaxies: the {len(table)} of `../shared/data/sdss` that pass "
         "prepare (z < 0.1, CLASS GALAXY, ZWARNING 0, ≤ 30 % bad pixels).",
@@ -165,7 +170,7 @@ def main(argv=None):
         "| mock | " + " | ".join(f"{v:.2f}" for v in np.median(mock_chi, axis=0)) + " |",
     ]
     # The paper's D3 reading, tested on the mock: each latent's MI and Spearman ρ with the AGN truth columns.
-    mi_t, rho_t = Table.read(run / "analysis" / "mi.ecsv"), Table.read(run / "analysis" / "spearman.ecsv")
+    mi_t, rho_t = Table.read(analysis / "mi.ecsv"), Table.read(analysis / "spearman.ecsv")
     agn_cols = [c for c in ("agn_oiii_frac", "agn_log_loiii", "agn_class") if c in set(mi_t["property"])]
     if agn_cols:
         latents = list(dict.fromkeys(str(x) for x in mi_t["latent"]))
@@ -193,13 +198,14 @@ def main(argv=None):
         ]
     block = "\n".join(lines)
     print(block)
-    summary_path = run / "analysis" / "summary.json"
+    summary_path = analysis / "summary.json"
     s = json.loads(summary_path.read_text())
     s.setdefault("external", {}).setdefault("real_sdss", {}).update(
         {"elbo_percentile_sn_matched_median": med, "below_5th_sn_matched": low, "sn_match_k": args.match})
     summary_path.write_text(json.dumps(s, indent=1))
-    write_report(run, run / "dataset.zarr", run / "analysis", select_dir=run / "select", config=config)
-    print(f"report updated: {run / 'report' / 'index.html'}")
+    if analysis == run / "analysis":
+        write_report(run, run / "dataset.zarr", analysis, select_dir=run / "select", config=config)
+        print(f"report updated: {run / 'report' / 'index.html'}")
     if args.doc:
         text = DOC.read_text() if DOC.exists() else ""
         pattern = re.compile(r"<!-- real_vs_mock -->.*?<!-- /real_vs_mock -->", re.S)
