@@ -9,6 +9,8 @@ to the run's ``analysis/summary.json``, the report is rewritten to show it, and 
 result is written into ``docs/mock_realism.md`` (between its ``real_vs_mock`` markers).
 
     python benchmarks/real_vs_mock.py --run out/run5000 [--dir ../shared/data/sdss] [--match 50] [--doc]
+
+``--explained FOLDER`` scores another model of the same run instead (the ``--out`` of its ``galvae explain``).
 """
 
 from __future__ import annotations
