@@ -9,6 +9,7 @@ and [O II] 3729/3726 = 1.2 (low-density gas).
 
 The BPT ratios are drawn as observed ratios (each pair is close in wavelength, so dust hardly changes
 them); [O II]/[O III] and the higher Balmer lines are reddened with Calzetti (2000), A_V(gas) = η·A_V.
+:func:`line_profiles` gives the lines their widths and splits off the [O III] outflow wing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from .population import AGN_NONE
 
+C_KMS = 299792.458
 L_SUN = 3.828e33  # erg/s
 MPC_CM = 3.0857e24
 R_V = 4.05  # Calzetti (2000)
@@ -65,6 +67,22 @@ def agn_lines(p: dict, d_l_mpc: float, a_v_gas: float) -> tuple[np.ndarray, np.n
     }
     names = list(flux)
     return np.array([WAVE[n] for n in names]), np.array([flux[n] for n in names], float)
+
+
+def line_profiles(p: dict, wave, flux) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The AGN's lines as the spectrograph sees them: (vacuum rest Å, flux, σ km/s), each [O III] line split
+    into a core and, when the AGN has one (:func:`.population.draw_outflow`), an outflow wing that holds
+    ``oiii_wing_frac`` of its flux, broader and shifted by ``oiii_wing_dv``. Line totals are unchanged."""
+    wave, flux = np.asarray(wave, float), np.asarray(flux, float)
+    sigma = np.full(wave.size, float(p.get("agn_sigma", 0.0)))
+    share = float(p.get("oiii_wing_frac", 0.0))
+    if share <= 0.0 or wave.size == 0:
+        return wave, flux, sigma
+    oiii = np.isin(wave, [WAVE["oiii4959"], WAVE["oiii5007"]])
+    shift = 1.0 + float(p["oiii_wing_dv"]) / C_KMS
+    return (np.concatenate([wave, wave[oiii] * shift]),
+            np.concatenate([np.where(oiii, flux * (1.0 - share), flux), flux[oiii] * share]),
+            np.concatenate([sigma, np.full(int(oiii.sum()), float(p["oiii_wing_sigma"]))]))
 
 
 def bpt_ratios(line_wave, line_flux) -> dict:

@@ -269,13 +269,16 @@ def template_sigma_kms(rest_wave) -> np.ndarray:
     return C_KMS * TEMPLATE_FWHM / 2.3548 / np.asarray(rest_wave)
 
 
-def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_gas, wdisp_pix, extra_lines=None):
+def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_gas, wdisp_pix, extra_lines=None,
+                   absorption=None):
     """Noiseless observed spectrum on the master grid, 1e-17 erg s⁻¹ cm⁻² Å⁻¹.
 
     ``rest_wave`` (vacuum Å) and ``flux_obs`` (f_λ at rest_wave·(1+z), 1e-17 cgs): the continuum;
     ``line_wave`` (vacuum rest Å), ``line_flux`` (1e-17 erg s⁻¹ cm⁻²); dispersions in km/s;
     ``wdisp_pix`` the instrumental σ per master pixel; ``extra_lines`` (wave, flux, σ km/s) lines with
-    their own width (an AGN's). Returns (model, continuum) on the master grid.
+    their own width (an AGN's); ``absorption`` (wave, rest EW Å, σ km/s) Gaussian absorption lines of
+    gas in front of the stars (:mod:`.ism`), applied to the broadened continuum as a depth, after the
+    stars' velocity broadening (the gas has its own). Returns (model, continuum) on the master grid.
     """
     if extra_lines is not None and len(extra_lines[0]):
         e_wave, e_flux, e_sigma = (np.asarray(a, float) for a in extra_lines)
@@ -290,6 +293,12 @@ def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_ga
     sigma_inst = wdisp_pix * DV_PIXEL
     sigma2 = vdisp ** 2 + sigma_inst ** 2 - template_sigma_kms(centres / (1.0 + z)) ** 2
     continuum = gaussian_broaden(continuum, np.sqrt(np.clip(sigma2, 0.0, None)) / DV_PIXEL)
+    if absorption is not None and len(absorption[0]):
+        a_wave, a_ew, a_sigma = (np.asarray(a, float) for a in absorption)
+        a_obs = a_wave * (1.0 + z)
+        a_sigma = np.sqrt(a_sigma ** 2 + np.interp(a_obs, centres, sigma_inst) ** 2)
+        depth = add_lines(np.zeros_like(continuum), edges, a_obs, a_ew * (1.0 + z), a_sigma)  # EW·φ per pixel
+        continuum = continuum * np.clip(1.0 - depth, 0.0, None)
     obs_line_wave = line_wave * (1.0 + z)
     inside = (obs_line_wave > edges[0]) & (obs_line_wave < edges[-1]) & (line_flux > 0)
     sigma_lines = np.sqrt(gas_sigma[inside] ** 2 + np.interp(obs_line_wave[inside], centres, sigma_inst) ** 2)

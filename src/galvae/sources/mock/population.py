@@ -37,7 +37,8 @@ first, together, through the SDSS flux limit):
                linear ramp in log sSFR between the two. Drawn from its own stream.
 ``agn``        narrow-line AGN (Seyfert) or LINER-like emission in the fibre (:func:`draw_agn`); drawn
                from its own stream, so adding it left every other draw of galaxy *i* unchanged.
-               Pinned (``vary`` without ``agn``): no AGN.
+               Pinned (``vary`` without ``agn``): no AGN. An AGN's [O III] may carry an outflow wing
+               (:func:`draw_outflow`, own stream; Woo et al. 2016).
 =============  =====================================================================================
 
 Observing conditions (fibre aperture fraction, sky position) are drawn here too but are nuisance
@@ -93,6 +94,11 @@ def population_stream(seed: int, index: int) -> np.random.Generator:
 def alpha_stream(seed: int, index: int) -> np.random.Generator:
     """The random stream of galaxy ``index``'s [α/Fe] (separate, so the other draws predate it unchanged)."""
     return np.random.default_rng([int(seed), int(index), 5])
+
+
+def outflow_stream(seed: int, index: int) -> np.random.Generator:
+    """The random stream of galaxy ``index``'s AGN outflow (separate, so every earlier draw is unchanged)."""
+    return np.random.default_rng([int(seed), int(index), 6])
 
 
 def agn_stream(seed: int, index: int) -> np.random.Generator:
@@ -393,6 +399,7 @@ def draw_galaxy(seed: int, index: int, fixed: dict, zmin: float, zmax: float,
 
     p.update(draw_agn(agn_stream(seed, index), logm, p["logssfr"], p["vdisp"], pinned="agn" in fixed))
     p["agn"] = p["agn_class"]
+    p.update(draw_outflow(outflow_stream(seed, index), p["agn_class"], p["agn_log_loiii"], p["agn_sigma"]))
 
     # Nuisances: always drawn, never fixed (they change amplitude or position, not the galaxy).
     size_offset = rng.normal(0.0, 0.15)
@@ -493,6 +500,35 @@ def draw_agn(rng, logm: float, logssfr: float, vdisp: float, pinned: bool = Fals
         raise RuntimeError("AGN line ratios: no draw in the class's BPT region")  # the table above is wrong
     agn_sigma = float(np.clip(vdisp * 10.0 ** rng.normal(0.0, 0.1), 50.0, 500.0))
     return {"agn_class": cls, "agn_log_loiii": log_l, "agn_ratios": ratios, "agn_sigma": agn_sigma}
+
+
+#: [O III] outflow wings (Woo et al. 2016, ApJ 817, 108: ~39,000 SDSS type 2 AGN). Their [O III] is often
+#: a narrow core plus a broader, usually blueshifted wing; the share of AGN with such non-gravitational
+#: kinematics rises with L[O III] (most luminous AGN have it), and where the profile needs two Gaussians
+#: its overall dispersion is 1.3–1.4 × σ*. Here: the chance of a wing rises linearly in log L[O III]
+#: (:func:`outflow_probability`); the wing carries a share U(0.15, 0.45) of the [O III] flux with
+#: σ = U(1.5, 2.5) × the core's, shifted by N(−100, 100) km/s, which gives an overall [O III] σ ≈ 1.4 × the
+#: core's. Rounded values chosen to match those published summaries, not a fit to their distributions.
+OUTFLOW_SHARE = (0.15, 0.45)
+OUTFLOW_SIGMA_RATIO = (1.5, 2.5)
+OUTFLOW_DV_KMS = (-100.0, 100.0)  # mean, scatter
+
+
+def outflow_probability(log_loiii):
+    """Chance that an AGN's [O III] has an outflow wing: 0.5 at L[O III] = 10^6.7 Lsun, +0.3 per dex,
+    within 0.1–0.9."""
+    return np.clip(0.5 + 0.3 * (np.asarray(log_loiii, float) - 6.7), 0.1, 0.9)
+
+
+def draw_outflow(rng, agn_class: int, log_loiii, agn_sigma: float) -> dict:
+    """[O III] outflow wing of an AGN: ``oiii_wing_frac`` (share of the [O III] flux in the wing, 0 without),
+    ``oiii_wing_sigma`` and ``oiii_wing_dv`` (km/s, the wing's dispersion and velocity offset)."""
+    none = {"oiii_wing_frac": 0.0, "oiii_wing_sigma": 0.0, "oiii_wing_dv": 0.0}
+    u, share, ratio, dv = rng.random(), rng.uniform(*OUTFLOW_SHARE), rng.uniform(*OUTFLOW_SIGMA_RATIO), rng.normal(*OUTFLOW_DV_KMS)
+    if agn_class == AGN_NONE or u >= float(outflow_probability(log_loiii)):
+        return none
+    return {"oiii_wing_frac": float(share), "oiii_wing_sigma": float(min(ratio * agn_sigma, 1500.0)),
+            "oiii_wing_dv": float(dv)}
 
 
 def typical_values(vary, overrides: dict | None = None) -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import agn as agn_mod
+from . import ism
 from . import observe as obs_mod
 from . import population as pop
 from . import write as wr
@@ -39,9 +40,11 @@ from .render import ETA_BIRTH_CLOUD, MASSFORMED
 log = logging.getLogger(__name__)
 
 #: Bump when the same configuration would give different files.
-GENERATOR_VERSION = 3  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files;
+GENERATOR_VERSION = 4  # 2: AGN/LINER lines, flux-calibration error, sky residuals measured on real files;
 #                        3: [α/Fe] of the stars, host [S II] scaled, gas metallicity above the stars'
-#                        (Tremonti et al. 2004), line attenuation after Garn & Best (2010)
+#                        (Tremonti et al. 2004), line attenuation after Garn & Best (2010);
+#                        4: interstellar Na I D absorption from the dust (Poznanski et al. 2012),
+#                        [O III] outflow wings of AGN (Woo et al. 2016)
 SPECTRA_DIR = "spectra"
 CATALOG_NAME = "GSWLC-mock.dat"
 MPAJHU_NAMES = ("gal_info-mock.fits", "gal_fiboh-mock.fits")  # read together: read_mpajhu(*survey.mpajhu_paths)
@@ -175,9 +178,11 @@ def _observe_galaxy(p: dict, rng):
     wdisp = templates.wdisp * (1.0 + rng.normal(0.0, templates.wdisp_sigma))
     # The AGN's L[O III] is the fibre's (as measured in SDSS), so no fibre-aperture factor.
     agn_wave, agn_flux = agn_mod.agn_lines(p, d_l, p["a_v"] * eta)
-    extra = (agn_wave, agn_flux, np.full(agn_wave.size, p.get("agn_sigma", 0.0)))
+    extra = agn_mod.line_profiles(p, agn_wave, agn_flux)
+    nad = ism.nad_absorption(p["a_v"], p["vdisp_gas"])
     model, continuum = obs_mod.observed_model(rest.wave, rest.flux * scale, rest.line_wave, rest.line_flux * scale,
-                                              z, p["vdisp"], p["vdisp_gas"], wdisp, extra_lines=extra)
+                                              z, p["vdisp"], p["vdisp_gas"], wdisp, extra_lines=extra,
+                                              absorption=nad)
     lines = (np.concatenate([rest.line_wave, agn_wave]), np.concatenate([rest.line_flux * scale, agn_flux]))
     return obs_mod.observe(model, rng, templates, wdisp), continuum, rest, tau, scale, lines
 
@@ -231,6 +236,7 @@ def _truth_row(record: dict, p: dict, rest, tau: float, observed, continuum, lin
         "quiescent": p["quiescent"],
         "fiber_frac": p["fiber_frac"], "sn_median": observed.sn_median, "depth": observed.depth,
         "ew_halpha": ew_halpha, "ew_oiii": _ew(lines, "oiii5007", continuum, p["z"]), **agn,
+        "oiii_wing_frac": p.get("oiii_wing_frac", 0.0), "ew_nad_ism": float(ism.nad_ism_ew(p["a_v"])),
         "calib_rms": observed.calib_rms, "sky_resid_rms": observed.sky_resid_rms,
         "fiber_gmag": _fiber_gmag(continuum),
         "subclass": _subclass(ew_halpha, logsfr - p["logmstar"], agn["bpt_class"]),

@@ -423,6 +423,8 @@ TRUTH_COLUMNS = {
     "agn_class": ("", "nucleus: 0 none, 1 Seyfert (AGN), 2 LINER-like"),
     "agn_log_loiii": ("", "log10 L[O III]5007 / Lsun of the AGN in the fibre, observed (NaN without AGN)"),
     "agn_oiii_frac": ("", "AGN share of the [O III]5007 flux, 0-1 (AGN strength relative to star formation)"),
+    "oiii_wing_frac": ("", "share of the AGN's [O III] flux in a broad, shifted outflow wing (0 without)"),
+    "ew_nad_ism": ("Angstrom", "rest-frame EW(D1+D2) of interstellar Na I D absorption, from A_V (Poznanski+2012)"),
     "bpt_n2ha": ("", "log10 [N II]6584/H-alpha of all lines (host + AGN), noiseless"),
     "bpt_s2ha": ("", "log10 [S II]6717,6731/H-alpha of all lines, noiseless"),
     "bpt_o3hb": ("", "log10 [O III]5007/H-beta of all lines, noiseless"),
