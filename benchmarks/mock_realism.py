@@ -51,6 +51,7 @@ LINES = {
 HDELTA_A = ((4084.65, 4123.40), (4042.75, 4080.90), (4129.65, 4162.15))
 MGB = ((5161.57, 5194.07), (5144.07, 5162.87), (5192.87, 5207.87))
 FE5270 = ((5247.11, 5287.12), (5234.61, 5249.61), (5287.12, 5319.63))  # Lick Fe5270, air + 1.46 Å
+NAD = ((5878.50, 5911.00), (5862.25, 5877.25), (5923.76, 5949.76))  # Lick Na D (Trager et al. 1998), air + 1.63 Å
 D4000_BLUE, D4000_RED = (3850.0, 3950.0), (4000.0, 4100.0)  # Balogh et al. (1999), narrow definition
 SKY_LINE_FLUX = 30.0  # 1e-17 cgs: pixels of bright sky lines in the shipped sky template
 MATCH_K = 10  # mock spectra per real galaxy in the S/N-matched sample
@@ -153,7 +154,7 @@ def measure(path) -> dict:
            "flagged_frac": float(np.mean(am != 0)), "d4000": d4000n(wave, s.flux, good),
            "hdelta_a": hdelta_a(wave, s.flux, good), "gmag": fiber_gmag(s.wave, s.flux, good),
            "sn_g": _sn_g(s.wave, s.flux, s.ivar, good), "mgb": hdelta_a(wave, s.flux, good, MGB),
-           "fe5270": hdelta_a(wave, s.flux, good, FE5270),
+           "fe5270": hdelta_a(wave, s.flux, good, FE5270), "nad": hdelta_a(wave, s.flux, good, NAD),
            "brightsky_frac": float(np.mean((am >> 23) & 1)),
            "other_flag_frac": float(np.mean((am & ~(1 << 23)) != 0)),
            "subclass": s.subclass, "wave": wave, "flux": s.flux, "good": good}
@@ -426,7 +427,7 @@ def write_table(path: Path, mock, matched, real, truth, survey, command: str, ru
             ("fraction of pixels with and_mask ≠ 0", "flagged_frac"),
             ("… with BRIGHTSKY", "brightsky_frac"), ("… with any other bit", "other_flag_frac"),
             ("EW(Hα), Å", "ew_halpha"), ("EW([O III] 5007), Å", "ew_oiii"), ("D4000n", "d4000"),
-            ("Hδ_A, Å", "hdelta_a"), ("Mg b, Å", "mgb"), ("log [N II]/Hα (BPT, lines S/N > 3)", "n2ha"),
+            ("Hδ_A, Å", "hdelta_a"), ("Mg b, Å", "mgb"), ("Na D (Lick; stars and interstellar gas), Å", "nad"), ("log [N II]/Hα (BPT, lines S/N > 3)", "n2ha"),
             ("log [S II]/Hα (BPT)", "s2ha"), ("log [O III]/Hβ (BPT)", "o3hb"),
             ("log Hα/Hβ (EW(Hα) > 5 Å; no stellar-absorption correction)", "hahb"),
             ("log [O II]3727/Hα (EW(Hα) > 5 Å)", "oiiha")]
