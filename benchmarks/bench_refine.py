@@ -4,7 +4,8 @@ BIC is defined with the maximised likelihood; galvae's grid takes ln L at each t
 maximum-likelihood latent, found by ``galvae.select.evaluate.refine_latents`` (Adam on z under the
 trained decoder, from the encoder's mean). For a trained model and its dataset's test split this prints,
 for each budget: the mean gain in ln L over the encoder's mean (nats per spectrum, = half the BIC gain),
-the χ²/pixel, and the seconds per 1000 spectra (one process, the machine's threads).
+the χ²/pixel, and the seconds per 1000 spectra (one process, the machine's threads; on ``--device cuda``
+timed between ``torch.cuda.synchronize`` calls).
 
     python benchmarks/bench_refine.py --model out/paper-converge/compact_d4 --data out/select-demo/dataset.zarr \
         --steps 0 10 20 40 80 300 --out out/bench-refine.json
@@ -37,12 +38,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the model and batches are moved there)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo: not timed
 
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device)
+    sync = torch.cuda.synchronize if str(args.device).startswith("cuda") else (lambda: None)
     module = model.module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -59,12 +62,14 @@ def main(argv=None) -> int:
         for b in batches:
             with torch.no_grad():
                 mu, _ = module.encode(b.flux, b.cond)
+            sync()
             t0 = time.perf_counter()
             z, ll = refine_latents(module, b.flux, b.ivar, mu, b.cond, steps=steps, lr=args.lr, constant=b.ln_norm)
+            sync()
             seconds += time.perf_counter() - t0
             with torch.no_grad():
-                chi2s.append(lk.chi2_per_pixel(b.flux, module.decode(z, b.cond), b.ivar).double().numpy())
-            lls.append(ll.double().numpy())
+                chi2s.append(lk.chi2_per_pixel(b.flux, module.decode(z, b.cond), b.ivar).double().cpu().numpy())
+            lls.append(ll.double().cpu().numpy())
         ll, chi2 = np.concatenate(lls), np.concatenate(chi2s)
         base = ll if base is None else base
         gain = ll - base
@@ -78,7 +83,8 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": str(args.model), "data": str(args.data), "lr": args.lr,
-                                        "threads": torch.get_num_threads(), "results": results}, indent=1))
+                                        "threads": torch.get_num_threads(), "device": str(args.device),
+                                        "results": results}, indent=1))
     return 0
 
 

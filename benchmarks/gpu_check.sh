@@ -21,6 +21,8 @@
 #             examples/paper-gpu.yaml --data .gpu_check/dataset.zarr, into $GPU_CHECK_WORK/run (not under
 #             $OUT: its 32 cells write ~0.2 GB of weights each, and only a few result files are copied back),
 #             with nvidia-smi sampling the GPU's load every second;
+#   3b refine (≤ 30 s) benchmarks/bench_refine.py --device cuda on the run's first VAE cell: the seconds per
+#             1000 test spectra of the 40-step ML-latent refinement that BIC is computed at ($OUT/gpu_check/bench_refine.json);
 #   4 pytest  (≤ 150 s, or what is left of the budget but 15 s: ≥ 35 s) python -m pytest -q -x over tests/
 #             (GPU-relevant files first; -n 8 and --timeout 120 where pytest-xdist and pytest-timeout are, as
 #             on the device); tests that need ../shared data or bagpipes skip by themselves;
@@ -37,7 +39,7 @@
 # Environment: GPU_CHECK_DEVICE (cuda | cpu), GPU_CHECK_SMALL (0 | 1), GPU_CHECK_BUDGET (seconds, 470),
 # GPU_CHECK_SKIP (steps to skip, e.g. "pytest,run"), GPU_CHECK_CONFIG (examples/paper-gpu.yaml),
 # GPU_CHECK_CARRY (.gpu_check), GPU_CHECK_WORK (/tmp/gpu_check), GPU_CHECK_INSTALL (auto: only with
-# cuda), GPU_CHECK_PYTEST_WORKERS (8), GPU_CHECK_ORDER ("setup bench run pytest"), OUT (where results go;
+# cuda), GPU_CHECK_PYTEST_WORKERS (8), GPU_CHECK_ORDER ("setup bench run refine pytest"), OUT (where results go;
 # the folder whose files are copied back), PYTHON (python3).
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -275,6 +277,15 @@ step_run() {
   return $rc
 }
 
+step_refine() {  # what the ML-latent refinement that BIC needs costs on this device (the run's first VAE cell)
+  local cell data
+  cell=$(ls -d "$RUNDIR"/select/cells/*_vae_s0 2>/dev/null | head -1)
+  [ -n "$cell" ] || { echo "refine: no VAE cell in $RUNDIR (did the run step finish?)"; return 2; }
+  if [ -d "$CARRY_DIR/dataset.zarr" ]; then data=$CARRY_DIR/dataset.zarr; else data=$RUNDIR/dataset.zarr; fi
+  "$PY" "$REPO/benchmarks/bench_refine.py" --device "$DEVICE" --model "$cell" --data "$data" --steps 0 40 \
+    --out "$RESULTS/bench_refine.json"
+}
+
 step_pytest() {
   local args=(-q -x -p no:cacheprovider -rs --durations=15)
   "$PY" -c "import xdist" >/dev/null 2>&1 && args+=(-n "$PYTEST_WORKERS")
@@ -336,14 +347,14 @@ EOF
   (cd "$WORK" && tar czf "$RESULTS/run_files.tar.gz" -T "$list") && echo "run_files.tar.gz: $(wc -l < "$list") files"
   ls -la "$RESULTS"
 }
-export -f step_setup step_bench step_run step_pytest step_collect
+export -f step_setup step_bench step_run step_refine step_pytest step_collect
 
 # ------------------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------------------
 NAMES=() STATUS=() SECONDS_=() LIMITS=()
-declare -A CAP=([setup]=60 [bench]=90 [run]=270 [pytest]=150)
-ORDER=${GPU_CHECK_ORDER:-setup bench run pytest}
+declare -A CAP=([setup]=60 [bench]=90 [run]=270 [refine]=30 [pytest]=150)
+ORDER=${GPU_CHECK_ORDER:-setup bench run refine pytest}
 T0=$(date +%s)
 FAILED=0
 
@@ -382,7 +393,7 @@ main() {
   echo "# tree: $(git rev-parse --short HEAD 2>/dev/null || echo 'no git') $(cat "$CARRY_DIR/stage.json" 2>/dev/null)"
   if [ -d "$SITE" ] && [ "$INSTALL" = 1 ]; then rm -rf "$SITE"; fi
   [ "$INSTALL" = 1 ] && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-  rm -f "$WORK/use_src" "$WORK/gpu_load.csv" "$RESULTS"/{bench_train.json,run_timings.json,index.html,run_files.tar.gz,summary.json}
+  rm -f "$WORK/use_src" "$WORK/gpu_load.csv" "$RESULTS"/{bench_train.json,bench_refine.json,run_timings.json,index.html,run_files.tar.gz,summary.json}
   [[ $SKIP == *",run,"* ]] || rm -rf "$RUNDIR"   # no stale run is collected
   if [ "$DEVICE" = cpu ]; then SKIP="$SKIP,pytest,"; fi   # the tests on a CPU: CI's job, not this script's
   local step
