@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .observe import C_KMS
 from .population import AGN_NONE
 
-C_KMS = 299792.458
 L_SUN = 3.828e33  # erg/s
 MPC_CM = 3.0857e24
 R_V = 4.05  # Calzetti (2000)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .agn import R_V as R_V_CALZETTI
+
 NAD_WAVE = (5891.58, 5897.56)  # D2, D1, vacuum rest Å
 NAD_D2_OVER_D1 = 1.3
 NAD_EW_MAX = 2.0  # Å; beyond the relation's calibrated range
-R_V_CALZETTI = 4.05
 
 
 def nad_ism_ew(a_v) -> np.ndarray:

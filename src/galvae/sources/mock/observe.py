@@ -291,17 +291,20 @@ def observed_model(rest_wave, flux_obs, line_wave, line_flux, z, vdisp, vdisp_ga
     centres = 10.0 ** master_loglam()
     continuum = rebin(rest_wave * (1.0 + z), flux_obs, edges)
     sigma_inst = wdisp_pix * DV_PIXEL
+
+    def seen_sigma(obs_wave, sigma_kms):  # a gas line's σ as observed: its own ⊕ the instrument's there
+        return np.sqrt(sigma_kms ** 2 + np.interp(obs_wave, centres, sigma_inst) ** 2)
+
     sigma2 = vdisp ** 2 + sigma_inst ** 2 - template_sigma_kms(centres / (1.0 + z)) ** 2
     continuum = gaussian_broaden(continuum, np.sqrt(np.clip(sigma2, 0.0, None)) / DV_PIXEL)
     if absorption is not None and len(absorption[0]):
         a_wave, a_ew, a_sigma = (np.asarray(a, float) for a in absorption)
         a_obs = a_wave * (1.0 + z)
-        a_sigma = np.sqrt(a_sigma ** 2 + np.interp(a_obs, centres, sigma_inst) ** 2)
-        depth = add_lines(np.zeros_like(continuum), edges, a_obs, a_ew * (1.0 + z), a_sigma)  # EW·φ per pixel
+        depth = add_lines(np.zeros_like(continuum), edges, a_obs, a_ew * (1.0 + z), seen_sigma(a_obs, a_sigma))  # EW·φ per pixel
         continuum = continuum * np.clip(1.0 - depth, 0.0, None)
     obs_line_wave = line_wave * (1.0 + z)
     inside = (obs_line_wave > edges[0]) & (obs_line_wave < edges[-1]) & (line_flux > 0)
-    sigma_lines = np.sqrt(gas_sigma[inside] ** 2 + np.interp(obs_line_wave[inside], centres, sigma_inst) ** 2)
+    sigma_lines = seen_sigma(obs_line_wave[inside], gas_sigma[inside])
     model = add_lines(continuum, edges, obs_line_wave[inside], line_flux[inside], sigma_lines)
     return model, continuum
 
